@@ -1,0 +1,45 @@
+"""rbe_jax: fast diffusion sampling with the Restricting Backward Error (RBE) schedule.
+
+Public names are re-exported here; each concept lives in the module named for it.
+"""
+
+from .adaptive import AdaptivePaths, adaptive_paths
+from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
+from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
+from .models import EpsFromV, EpsFromX0, Model, as_model
+from .noise import NoiseSchedule
+from .sampler import rbe_sample
+from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
+from .solvers import Solver, ddim, dpmpp2m
+from . import testing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptivePaths",
+    "BASELINES",
+    "BackwardError",
+    "EpsFromV",
+    "EpsFromX0",
+    "Model",
+    "NoiseSchedule",
+    "Schedule",
+    "ScheduleError",
+    "Solver",
+    "StepSize",
+    "adaptive_paths",
+    "as_model",
+    "backward_error",
+    "baseline_schedule",
+    "calibrate",
+    "ddim",
+    "dpmpp2m",
+    "field_coefficients",
+    "one_step_field",
+    "rbe_sample",
+    "resampled_schedule_from_paths",
+    "schedule_from_paths",
+    "snap_down",
+    "step_size",
+    "testing",
+]

@@ -1,0 +1,228 @@
+"""From adaptive RBE paths to a fixed schedule: the reference rule, a tau search, and
+:func:`calibrate`.
+
+The reference method keeps the calibration samples whose adaptive path has exactly the
+target number of steps and averages their index paths.  It leaves the threshold ``tau`` to
+be tuned by hand; :func:`calibrate` searches it (bisection in ``log tau`` on the batch's
+mean step count, keeping the ``tau`` that gives the most samples with exactly ``nfe``
+steps).  When too few samples land on ``nfe`` (a large ``nfe`` near ``K`` on a coarse grid,
+say), it falls back to resampling every finished path to ``nfe`` steps before averaging,
+which still uses the method's paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+
+from .adaptive import AdaptivePaths, adaptive_paths, check_noise
+from .models import check_model_output, ensure_model
+from .noise import NoiseSchedule
+from .schedule import Schedule, check_nfe, strictly_decreasing_path
+
+__all__ = ["schedule_from_paths", "resampled_schedule_from_paths", "calibrate", "path_lengths"]
+
+TAU_MIN, TAU_MAX = 1e-12, 1e12
+BRACKET_RATIO = 1.01  # stop bisecting once hi / lo is this close: step counts barely move
+
+
+def path_lengths(paths) -> np.ndarray:
+    """Steps of each padded path ``(B, L)``: the number of entries ``>= 0``; ``-1`` marks
+    a path that never reached clean data."""
+    p = np.asarray(paths)
+    n = np.sum(p >= 0, axis=1)
+    return np.where(np.any(p < 0, axis=1), n, -1)
+
+
+def schedule_from_paths(paths, nfe: int) -> np.ndarray:
+    """The reference rule: mean index path of the samples with exactly ``nfe`` steps.
+
+    Args:
+      paths: ``(B, L)`` padded index paths from :func:`adaptive_paths`.
+      nfe: the target number of steps.
+    Returns:
+      ``(nfe + 1,)`` int64 indices: the element-wise mean, rounded half up (which keeps a
+      mean of strictly decreasing integer paths strictly decreasing).
+    Raises:
+      ValueError: if no path has exactly ``nfe`` steps.
+    """
+    p = np.asarray(paths)
+    if p.ndim != 2:
+        raise ValueError(f"paths must be (B, L), got shape {p.shape}")
+    nfe = check_nfe(nfe, max(p.shape[1] - 1, 1))
+    keep = path_lengths(p) == nfe
+    if not np.any(keep):
+        raise ValueError(f"no calibration path has exactly nfe={nfe} steps")
+    mean = p[keep, : nfe + 1].astype(np.float64).mean(axis=0)
+    return np.floor(mean + 0.5).astype(np.int64)
+
+
+def resampled_schedule_from_paths(paths, nfe: int, K: int) -> np.ndarray:
+    """Fallback aggregation: every finished path resampled to ``nfe`` steps, then averaged.
+
+    A path of ``m`` steps is read as a piecewise-linear index curve over progress
+    ``u = j / m``; it is evaluated at ``u = i / nfe``, ``i = 0..nfe``, the curves are averaged
+    over samples, rounded, and made strictly decreasing.
+
+    Returns:
+      ``(nfe + 1,)`` int64 indices from the paths' start to ``-1``.
+    """
+    p = np.asarray(paths)
+    lengths = path_lengths(p)
+    ok = lengths > 0
+    if not np.any(ok):
+        raise ValueError("no calibration path reached clean data")
+    u = np.arange(nfe + 1) / nfe
+    curves = [np.interp(u, np.arange(m + 1) / m, p[b, : m + 1].astype(np.float64)) for b, m in zip(np.flatnonzero(ok), lengths[ok])]
+    return strictly_decreasing_path(np.mean(curves, axis=0), K)
+
+
+def _check_finite(res: AdaptivePaths, grid: NoiseSchedule, tau: float) -> None:
+    bad = np.asarray(res.nonfinite_step)
+    if np.any(bad >= 0):
+        b = int(np.flatnonzero(bad >= 0)[0])
+        k = int(np.asarray(res.nonfinite_index)[b])
+        raise FloatingPointError(
+            f"the model returned NaN/Inf during calibration (tau={tau:.4g}): first for sample {b} at "
+            f"step {int(bad[b])}, grid index {k} (training timestep {int(grid.timesteps[k])}); "
+            f"{int(np.sum(bad >= 0))} of {bad.size} samples affected"
+        )
+
+
+def calibrate(
+    model,
+    grid: NoiseSchedule,
+    noise: jax.Array,
+    nfe: int,
+    *,
+    tau: float | None = None,
+    min_samples: int | None = None,
+    max_iters: int = 40,
+    tau_init: float = 1.0,
+    progress: Callable[[dict], None] | None = None,
+) -> Schedule:
+    """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
+
+    Args:
+      model: ``model(x, t) -> eps``.
+      grid: the (respaced) noise schedule of ``K`` points.
+      noise: ``(B, ...)`` calibration noise (e.g. 256-2500 samples).
+      nfe: target steps, ``1 <= nfe < K``.
+      tau: a fixed threshold (skips the search); default: searched.
+      min_samples: samples with exactly ``nfe`` steps needed to use the reference rule
+        (default ``max(1, ceil(B / 20))``); with fewer, paths are resampled
+        (:func:`resampled_schedule_from_paths`).
+      max_iters: adaptive runs the search may spend at most.
+      tau_init: the search's first threshold.
+      progress: called after each adaptive run with a dict of its statistics.
+    Returns:
+      A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the samples
+      used, the aggregation (``"exact"`` or ``"resampled"``), the search runs, and
+      ``calibration_evals`` (batched forward + VJP passes spent, all runs) and
+      ``calibration_sample_evals`` (per-sample model evaluations, all runs).
+    Raises:
+      FloatingPointError: the model returned NaN/Inf (names the sample, step, grid index).
+      ValueError: bad arguments, or no threshold in [1e-12, 1e12] gives ``nfe`` steps.
+    """
+    if not isinstance(grid, NoiseSchedule):
+        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    nfe = check_nfe(nfe, grid.K - 1)
+    noise = check_noise(noise)
+    model = ensure_model(model)
+    check_model_output(model, noise)
+    B = noise.shape[0]
+    min_samples = max(1, math.ceil(B / 20)) if min_samples is None else int(min_samples)
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    # Paths longer than this only tell us that tau is too small: cap the loop there.
+    max_steps = min(grid.K, 2 * nfe + 2)
+
+    runs: list[dict] = []
+    best: dict | None = None
+
+    def run(t: float) -> dict:
+        nonlocal best
+        res = adaptive_paths(model, grid, noise, t, max_steps=max_steps)
+        _check_finite(res, grid, t)
+        steps = np.where(np.asarray(res.finished), np.asarray(res.nfe), max_steps + 1)
+        r = dict(
+            tau=float(t),
+            mean_nfe=float(steps.mean()),
+            exact=int(np.sum(steps == nfe)),
+            iterations=int(res.iterations),
+            sample_evals=int(np.asarray(res.nfe).sum()),
+            res=res,
+        )
+        runs.append(r)
+        if progress is not None:
+            progress({k: v for k, v in r.items() if k != "res"})
+        key = (r["exact"], -abs(r["mean_nfe"] - nfe))
+        if best is None or key > (best["exact"], -abs(best["mean_nfe"] - nfe)):
+            best = r
+        return r
+
+    if tau is not None:
+        run(float(tau))
+    else:
+        _search_tau(run, nfe, float(tau_init), max_iters, target=max(min_samples, math.ceil(B / 2)))
+
+    assert best is not None
+    res: AdaptivePaths = best["res"]
+    paths = np.asarray(res.paths)
+    if best["exact"] >= min_samples:
+        idx = schedule_from_paths(paths, nfe)
+        aggregation, used = "exact", best["exact"]
+    else:
+        if not np.any(np.asarray(res.finished)):
+            raise ValueError(
+                f"calibration failed: no sample reached clean data within {max_steps} steps at tau={best['tau']:.4g}"
+            )
+        idx = resampled_schedule_from_paths(paths, nfe, grid.K)
+        aggregation, used = "resampled", int(np.sum(np.asarray(res.finished)))
+    lengths = path_lengths(paths)
+    hist = {str(int(m)): int(c) for m, c in zip(*np.unique(lengths[lengths > 0], return_counts=True))}
+    info = dict(
+        samples_used=used,
+        batch=B,
+        aggregation=aggregation,
+        nfe_histogram=hist,
+        search_runs=len(runs),
+        calibration_evals=int(sum(r["iterations"] for r in runs)),
+        calibration_sample_evals=int(sum(r["sample_evals"] for r in runs)),
+    )
+    return Schedule.from_indices(grid, idx, method="rbe", tau=best["tau"], info=info)
+
+
+def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> None:
+    """Bisection in ``log tau`` on the mean step count (which falls as tau grows), stopping
+    once ``target`` samples take exactly ``nfe`` steps, the bracket is narrower than
+    :data:`BRACKET_RATIO`, or the budget is spent."""
+    if not (math.isfinite(tau0) and tau0 > 0):
+        raise ValueError(f"tau_init must be a finite number > 0, got {tau0}")
+    lo = hi = None  # lo: too many steps (tau too small); hi: at most nfe on average
+    t = tau0
+    for _ in range(max_iters):
+        r = run(t)
+        if r["exact"] >= target:
+            return
+        if r["mean_nfe"] > nfe:
+            lo = t
+        else:
+            hi = t
+        if lo is None:
+            t = hi / 10.0
+        elif hi is None:
+            t = lo * 10.0
+        else:
+            if hi / lo < BRACKET_RATIO:
+                return
+            t = math.sqrt(lo * hi)
+        if not TAU_MIN <= t <= TAU_MAX:
+            side = "smaller" if lo is None else "larger"
+            raise ValueError(
+                f"calibration failed: no threshold in [{TAU_MIN:g}, {TAU_MAX:g}] gives nfe={nfe}; "
+                f"a {side} tau was needed (is the model output scaled sensibly?)"
+            )

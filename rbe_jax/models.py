@@ -1,0 +1,148 @@
+"""The model protocol: anything with ``model(x, t) -> eps``.
+
+``x`` has shape ``(B, ...)`` and ``t`` is an int32 array ``(B,)`` of ORIGINAL training
+timesteps.  Plain functions are accepted by every public entry point; to pass a model
+through ``jax.jit`` it must be a pytree, which :func:`as_model` provides (the function is
+static, the parameters are leaves).  Flax NNX modules are pytrees already and need no
+wrapping; a Linen module plugs in as ``as_model(module.apply, variables)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from .noise import NoiseSchedule
+
+__all__ = ["Model", "EpsFromX0", "EpsFromV", "as_model", "ensure_model", "check_model_output"]
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+class Model(struct.PyTreeNode):
+    """A model function closed over its parameters, as a pytree.
+
+    Attributes:
+      fn: ``fn(x, t)`` or, when ``params`` is given, ``fn(params, x, t)`` (a Linen
+        ``apply``).  Static: it is part of the jit cache key, not a traced value.
+      params: any pytree of arrays (the leaves), or ``None``.
+    """
+
+    fn: Callable = struct.field(pytree_node=False)
+    params: Any = None
+    takes_params: bool = struct.field(pytree_node=False, default=False)
+
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        if self.takes_params:
+            return self.fn(self.params, x, t)
+        return self.fn(x, t)
+
+
+class _Reparam(struct.PyTreeNode):
+    """Shared body of the x0 / v -> eps adapters: holds the inner model and alpha-bar table."""
+
+    model: Any
+    alpha_bar: jax.Array  # (T,) table indexed by original timestep
+
+    def _coeffs(self, x, t):
+        a = jnp.asarray(self.alpha_bar, x.dtype)[t]
+        a = a.reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.sqrt(a), jnp.sqrt(1.0 - a)
+
+
+class EpsFromX0(_Reparam):
+    """Wraps a model that predicts clean data x0: ``eps = (x - alpha x0) / sigma``."""
+
+    def __call__(self, x, t):
+        alpha, sigma = self._coeffs(x, t)
+        return (x - alpha * self.model(x, t)) / sigma
+
+
+class EpsFromV(_Reparam):
+    """Wraps a model that predicts ``v = alpha eps - sigma x``: ``eps = alpha v + sigma x``."""
+
+    def __call__(self, x, t):
+        alpha, sigma = self._coeffs(x, t)
+        return alpha * self.model(x, t) + sigma * x
+
+
+def _is_plain_function(fn) -> bool:
+    return isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)) or (
+        inspect.isclass(type(fn)) and type(fn).__name__ == "partial"
+    )
+
+
+def as_model(
+    fn: Callable,
+    params: Any = None,
+    *,
+    prediction: str = "eps",
+    noise_schedule: NoiseSchedule | None = None,
+):
+    """Turns a function into a jit-friendly eps model.
+
+    Args:
+      fn: ``fn(x, t)``, or ``fn(params, x, t)`` when ``params`` is given (e.g. a Linen
+        ``module.apply`` with its variables).  A pytree model (an NNX module, a
+        :class:`Model`, :class:`rbe_jax.testing.GaussianMixture`) is returned as is when no
+        params are given.
+      params: the parameters passed as the first argument of ``fn``.
+      prediction: what ``fn`` outputs: ``"eps"`` (noise), ``"x0"`` (clean data) or ``"v"``.
+      noise_schedule: the model's full TRAINING schedule (indexed by original timestep),
+        required to convert ``"x0"`` and ``"v"`` outputs into eps.
+
+    Returns:
+      A pytree callable ``model(x, t) -> eps``.
+    """
+    if not callable(fn):
+        raise TypeError(f"a model must be callable as model(x, t); got {type(fn).__name__}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if params is not None:
+        model = Model(fn=fn, params=params, takes_params=True)
+    elif _is_plain_function(fn):
+        model = Model(fn=fn)
+    else:
+        model = fn
+    if prediction == "eps":
+        return model
+    if noise_schedule is None:
+        raise ValueError(f"prediction={prediction!r} needs noise_schedule= (the training schedule)")
+    if len(noise_schedule) != noise_schedule.num_train_timesteps:
+        raise ValueError("noise_schedule must be the full training schedule, not a respaced grid")
+    table = jnp.asarray(noise_schedule.alpha_bar, jnp.float32)
+    cls = EpsFromX0 if prediction == "x0" else EpsFromV
+    return cls(model=model, alpha_bar=table)
+
+
+def ensure_model(model):
+    """Accepts a plain function where a model is expected (wraps it with :func:`as_model`)."""
+    if model is None or not callable(model):
+        raise TypeError(f"model must be callable as model(x, t) -> eps; got {type(model).__name__}")
+    return as_model(model) if _is_plain_function(model) else model
+
+
+def check_model_output(model, x: jax.Array) -> None:
+    """Raises a clear error if ``model(x, t)`` does not return an array shaped like ``x``.
+
+    Uses ``jax.eval_shape``: no computation, and it works under ``jax.jit`` too.
+    """
+    t = jax.ShapeDtypeStruct((x.shape[0],), jnp.int32)
+    try:
+        out = jax.eval_shape(lambda m, x_, t_: m(x_, t_), model, jax.ShapeDtypeStruct(x.shape, x.dtype), t)
+    except Exception as e:  # the model itself failed on this input
+        raise ValueError(f"the model failed on input x of shape {tuple(x.shape)}: {type(e).__name__}: {e}") from e
+    if not hasattr(out, "shape"):
+        raise ValueError(f"the model must return one array (eps); it returned {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(
+            f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
+            "eps must have the shape of x"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"the model returned dtype {out.dtype}; eps must be floating point")

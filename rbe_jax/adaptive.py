@@ -94,7 +94,7 @@ def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps: int) 
             step=s["step"] + 1,
             idx=new_idx,
             x=jnp.where(mask, x_new, s["x"]),
-            paths=jax.lax.dynamic_update_slice(s["paths"], new_idx[:, None], (0, s["step"] + 1)),
+            paths=jax.lax.dynamic_update_slice(s["paths"], new_idx[:, None], (jnp.int32(0), s["step"] + 1)),
             nfe=s["nfe"] + active.astype(jnp.int32),
             bad_step=jnp.where(first_bad, s["step"], s["bad_step"]),
             bad_index=jnp.where(first_bad, idx, s["bad_index"]),

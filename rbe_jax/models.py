@@ -64,7 +64,7 @@ class EpsFromX0(_Reparam):
 
 
 class EpsFromV(_Reparam):
-    """Wraps a model that predicts ``v = alpha eps - sigma x``: ``eps = alpha v + sigma x``."""
+    """Wraps a model that predicts ``v = alpha eps - sigma x0``: ``eps = alpha v + sigma x``."""
 
     def __call__(self, x, t):
         alpha, sigma = self._coeffs(x, t)

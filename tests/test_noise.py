@@ -66,3 +66,4 @@ def test_fingerprint_tells_grids_apart():
 def test_bad_input(make, msg):
     with pytest.raises(ValueError, match=msg):
         make()
+

@@ -1,0 +1,277 @@
+"""Saving and restoring score networks: Orbax (``nnx.split`` state) plus a JSON config.
+
+A model directory holds::
+
+    config.json   architecture, noise schedule, image shape, provenance, and a SHA-256 of
+                  every parameter file (so truncation or corruption is named, not guessed)
+    params/       an Orbax StandardCheckpointer directory of the NNX parameter state
+
+Nothing is pickled: Orbax writes tensorstore arrays and JSON metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from .nets.unet import UNet, UNetConfig
+from .noise import NoiseSchedule
+
+__all__ = [
+    "CheckpointError",
+    "ModelInfo",
+    "save_model",
+    "load_model",
+    "load_model_info",
+    "load_pretrained",
+    "pretrained_path",
+    "noise_schedule_from_spec",
+    "PRETRAINED",
+]
+
+FORMAT = "rbe_jax.model"
+VERSION = 1
+ARCHITECTURES = {"UNet": (UNet, UNetConfig)}
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED = ("digits",)
+
+
+class CheckpointError(ValueError):
+    """A model directory is missing, truncated, corrupted, or does not match its config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a model directory describes (read from its ``config.json``)."""
+
+    path: Path
+    architecture: str
+    config: UNetConfig
+    noise_schedule: NoiseSchedule
+    noise_schedule_spec: dict
+    image_shape: tuple[int, ...]
+    param_count: int
+    meta: dict
+
+    @property
+    def default_grid(self) -> NoiseSchedule:
+        """The grid that schedules for this model are made on (``meta["grid_K"]``, default 100)."""
+        return self.noise_schedule.respace(int(self.meta.get("grid_K", 100)))
+
+
+def noise_schedule_from_spec(spec: dict) -> NoiseSchedule:
+    """``{"kind": "linear", "T": .., "beta_start": .., "beta_end": ..}`` or
+    ``{"kind": "cosine", "T": ..}`` -> :class:`NoiseSchedule`."""
+    kind = spec.get("kind")
+    if kind == "linear":
+        return NoiseSchedule.linear(int(spec["T"]), float(spec["beta_start"]), float(spec["beta_end"]))
+    if kind == "cosine":
+        return NoiseSchedule.cosine(int(spec["T"]))
+    raise CheckpointError(f"unknown noise schedule kind {kind!r} (expected 'linear' or 'cosine')")
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _param_files(params_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(params_dir)): _sha256(p) for p in sorted(params_dir.rglob("*")) if p.is_file()}
+
+
+def save_model(
+    path,
+    model: UNet,
+    *,
+    noise_schedule_spec: dict,
+    meta: dict | None = None,
+    params: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes ``model`` (or ``params`` for its structure, e.g. EMA weights) to ``path``.
+
+    Args:
+      path: the model directory to create.
+      model: a :class:`UNet` (its config and, unless ``params`` is given, its weights).
+      noise_schedule_spec: how the model was trained, see :func:`noise_schedule_from_spec`.
+      meta: extra JSON-able provenance (training steps, loss, grid_K, ...).
+      params: an ``nnx.State`` of parameters to save instead of the model's own.
+      overwrite: replace an existing directory.
+    Returns:
+      The directory.  It is written to a temporary sibling and renamed, so a crash never
+      leaves a half-written model under ``path``.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    noise_schedule_from_spec(noise_schedule_spec)  # validates
+    state = nnx.state(model, nnx.Param) if params is None else params
+    state = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state  # plain nested dict of arrays
+    n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    try:
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(tmp / "params", state)
+        ckptr.wait_until_finished()
+        cfg = model.config
+        config = {
+            "format": FORMAT,
+            "version": VERSION,
+            "architecture": type(model).__name__,
+            "config": cfg.to_dict(),
+            "noise_schedule": dict(noise_schedule_spec),
+            "prediction": "eps",
+            "image_shape": [cfg.image_size, cfg.image_size, cfg.in_channels],
+            "param_count": n_params,
+            "meta": dict(meta or {}),
+            "files": _param_files(tmp / "params"),
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_model_info(path) -> ModelInfo:
+    """Reads and checks ``config.json`` of a model directory (no weights are loaded)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a model directory (it is a file)")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{path}: missing config.json (not an rbe_jax model directory)")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON (truncated or corrupted?): {e}") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not an rbe_jax model config (format {d.get('format') if isinstance(d, dict) else None!r})")
+    if d.get("version") != VERSION:
+        raise CheckpointError(f"{cfg_path}: unsupported model format version {d.get('version')!r}")
+    arch = d.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{cfg_path}: unknown architecture {arch!r}; this rbe_jax knows {sorted(ARCHITECTURES)}")
+    try:
+        cfg = ARCHITECTURES[arch][1].from_dict(d["config"])
+        spec = d["noise_schedule"]
+        ns = noise_schedule_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: invalid config: {e}") from None
+    if d.get("prediction", "eps") != "eps":
+        raise CheckpointError(f"{cfg_path}: only eps-prediction checkpoints are supported, got {d.get('prediction')!r}")
+    _check_files(path, d)
+    return ModelInfo(
+        path=path,
+        architecture=arch,
+        config=cfg,
+        noise_schedule=ns,
+        noise_schedule_spec=dict(spec),
+        image_shape=tuple(int(v) for v in d.get("image_shape", [cfg.image_size, cfg.image_size, cfg.in_channels])),
+        param_count=int(d.get("param_count", -1)),
+        meta=dict(d.get("meta") or {}),
+    )
+
+
+def _check_files(path: Path, d: dict) -> None:
+    """Every recorded parameter file exists and has its recorded SHA-256."""
+    params_dir = path / "params"
+    if not params_dir.is_dir():
+        raise CheckpointError(f"{path}: missing params/ directory (the Orbax parameter checkpoint)")
+    want = d.get("files")
+    if not isinstance(want, dict) or not want:
+        raise CheckpointError(f"{path / 'config.json'}: no file checksums recorded")
+    for rel, digest in want.items():
+        f = params_dir / rel
+        if not f.is_file():
+            raise CheckpointError(f"{path}: parameter file params/{rel} is missing (truncated copy?)")
+        if _sha256(f) != digest:
+            raise CheckpointError(f"{path}: parameter file params/{rel} is truncated or corrupted (checksum mismatch)")
+
+
+def _abstract_model(info: ModelInfo):
+    cls = ARCHITECTURES[info.architecture][0]
+    abstract = nnx.eval_shape(lambda: cls(info.config, nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract, nnx.Param)
+    return graphdef, state, nnx.to_pure_dict(state)
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+    """``{"down/0/conv1/kernel": shape}``; Orbax stores integer keys as strings, so keys are
+    compared as text."""
+    out = {}
+    for kpath, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in kpath)
+        out[name] = tuple(leaf.shape)
+    return out
+
+
+def load_model(path) -> UNet:
+    """Restores a model directory written by :func:`save_model`.
+
+    Returns:
+      The NNX module (a pytree): pass it straight to ``jax.jit(rbe_sample)``.
+    Raises:
+      FileNotFoundError: no such directory.
+      CheckpointError: missing / truncated / corrupted files, an unknown architecture, or
+        parameters that do not match the config (names the path and the first mismatches).
+    """
+    import orbax.checkpoint as ocp
+
+    info = load_model_info(path)
+    params_dir = Path(path).absolute() / "params"
+    graphdef, abstract_state, abstract = _abstract_model(info)
+    ckptr = ocp.StandardCheckpointer()
+    try:
+        stored = ckptr.metadata(params_dir).item_metadata.tree
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read the parameter checkpoint metadata: {e}") from None
+    want, have = _flat_shapes(abstract), _flat_shapes(stored)
+    problems = [f"{k}: missing" for k in want if k not in have]
+    problems += [f"{k}: not in this architecture" for k in have if k not in want]
+    problems += [f"{k}: stored {have[k]}, config needs {want[k]}" for k in want if k in have and have[k] != want[k]]
+    if problems:
+        raise CheckpointError(
+            f"{path}: the parameters do not match config.json ({len(problems)} problems), e.g. " + "; ".join(problems[:3])
+        )
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), abstract)
+    try:
+        restored = ckptr.restore(params_dir, target)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot restore the parameters: {type(e).__name__}: {e}") from None
+    nnx.replace_by_pure_dict(abstract_state, restored)
+    return nnx.merge(graphdef, abstract_state)
+
+
+def pretrained_path(name: str = "digits") -> Path:
+    """Directory of a model shipped inside the package."""
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained model {name!r}; shipped: {list(PRETRAINED)}")
+    return PRETRAINED_DIR / name
+
+
+def load_pretrained(name: str = "digits") -> UNet:
+    """The shipped model ``name`` (see :data:`PRETRAINED`), ready for ``jax.jit(rbe_sample)``."""
+    return load_model(pretrained_path(name))

@@ -1,0 +1,5 @@
+"""Score networks."""
+
+from .unet import UNet, UNetConfig
+
+__all__ = ["UNet", "UNetConfig"]

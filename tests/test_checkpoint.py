@@ -1,0 +1,139 @@
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import rbe_jax as R
+from rbe_jax.checkpoint import CheckpointError, load_model, load_model_info, save_model
+from rbe_jax.nets import UNet, UNetConfig
+
+TINY = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4)
+SPEC = dict(kind="linear", T=1000, beta_start=1e-4, beta_end=0.02)
+
+
+def _random_tiny(seed=0):
+    """A tiny U-Net whose zero-initialised output layers are randomised, so outputs differ."""
+    m = UNet(TINY, nnx.Rngs(seed))
+    graphdef, state = nnx.split(m, nnx.Param)
+
+    @jax.jit
+    def perturb(state, key):
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        keys = jax.random.split(key, len(leaves))
+        return treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+    return nnx.merge(graphdef, perturb(state, jax.random.key(seed)))
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    m = _random_tiny()
+    path = save_model(tmp_path / "model", m, noise_schedule_spec=SPEC, meta={"grid_K": 50})
+    return m, path
+
+
+def test_round_trip_gives_bit_identical_samples(saved):
+    m, path = saved
+    restored = load_model(path)
+    info = load_model_info(path)
+    assert info.config == TINY and info.image_shape == (8, 8, 1) and info.default_grid.K == 50
+    assert info.noise_schedule == R.NoiseSchedule.linear(1000)
+    noise = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    sched = R.baseline_schedule(info.default_grid, 5, "logsnr")
+    a = jax.jit(R.rbe_sample)(m, noise, sched)
+    b = jax.jit(R.rbe_sample)(restored, noise, sched)
+    assert float(jnp.std(a)) > 0
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_save_refuses_to_overwrite(saved):
+    m, path = saved
+    with pytest.raises(FileExistsError):
+        save_model(path, m, noise_schedule_spec=SPEC)
+    save_model(path, m, noise_schedule_spec=SPEC, overwrite=True)
+    assert not [p for p in path.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_missing_config(saved):
+    _, path = saved
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="missing config.json"):
+        load_model(path)
+
+
+def test_truncated_config(saved):
+    _, path = saved
+    text = (path / "config.json").read_text()
+    (path / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(path)
+
+
+def _biggest_param_file(path):
+    return max((p for p in (path / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_truncated_parameter_file(saved):
+    _, path = saved
+    f = _biggest_param_file(path)
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"params/.* is truncated or corrupted"):
+        load_model(path)
+
+
+def test_corrupted_parameter_file(saved):
+    _, path = saved
+    f = _biggest_param_file(path)
+    b = bytearray(f.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    f.write_bytes(bytes(b))
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_model(path)
+
+
+def test_missing_parameter_directory(saved):
+    _, path = saved
+    shutil.rmtree(path / "params")
+    with pytest.raises(CheckpointError, match="missing params/"):
+        load_model(path)
+
+
+def test_config_that_does_not_match_the_parameters(saved):
+    _, path = saved
+    d = json.loads((path / "config.json").read_text())
+    d["config"]["base_channels"] = 12
+    (path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=r"do not match config.json.*stored \(3, 3, 1, 8\), config needs \(3, 3, 1, 12\)"):
+        load_model(path)
+
+
+def test_other_architecture(saved):
+    _, path = saved
+    d = json.loads((path / "config.json").read_text())
+    d["architecture"] = "DiT"
+    (path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match="unknown architecture 'DiT'"):
+        load_model(path)
+    d["architecture"] = "UNet"
+    d["format"] = "something.else"
+    (path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match="not an rbe_jax model config"):
+        load_model(path)
+
+
+def test_unknown_config_field(saved):
+    _, path = saved
+    d = json.loads((path / "config.json").read_text())
+    d["config"]["depth"] = 3
+    (path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match="unknown UNetConfig fields"):
+        load_model(path)

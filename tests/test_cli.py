@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import rbe_jax as R
+from rbe_jax.checkpoint import save_model
+from rbe_jax.cli import main
+
+from test_checkpoint import SPEC, _random_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    save_model(path, _random_tiny(), noise_schedule_spec=SPEC, meta={"grid_K": 20})
+    return path
+
+
+def test_sample_writes_png_and_npz(tiny_dir, tmp_path, capsys):
+    out, npz = tmp_path / "s.png", tmp_path / "s.npz"
+    rc = main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "4", "--schedule", "logsnr", "--solver", "dpmpp2m", "--n", "6", "--out", str(out), "--npz", str(npz)])
+    assert rc == 0
+    img = Image.open(out)
+    assert img.size[0] > 16 and img.size[1] > 16
+    d = np.load(npz)
+    assert d["samples"].shape == (6, 8, 8, 1) and d["indices"].tolist()[-1] == -1 and len(d["indices"]) == 5
+    assert "nfe=4" in capsys.readouterr().out
+
+
+def test_same_seed_same_samples(tiny_dir, tmp_path):
+    for k in ("a", "b"):
+        assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "uniform", "--n", "3", "--seed", "7", "--out", str(tmp_path / f"{k}.png"), "--npz", str(tmp_path / f"{k}.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["samples"], np.load(tmp_path / "b.npz")["samples"])
+
+
+def test_calibrate_then_sample_from_file_and_info(tiny_dir, tmp_path, capsys):
+    sched = tmp_path / "sched.json"
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--nfe", "5", "--n", "16", "--out", str(sched)]) == 0
+    s = R.Schedule.load(sched)
+    assert s.nfe == 5 and s.method == "rbe" and s.meta.K == 20
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "5", "--schedule", str(sched), "--n", "2", "--out", str(tmp_path / "x.png")]) == 0
+    capsys.readouterr()
+    assert main(["info", str(sched)]) == 0
+    assert json.loads(capsys.readouterr().out)["nfe"] == 5
+    assert main(["info", str(tiny_dir)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "model" and info["config"]["base_channels"] == 8
+
+
+def test_rbe_without_shipped_schedule_calibrates_and_says_so(tiny_dir, tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--n", "2", "--out", str(tmp_path / "x.png")]) == 0
+    assert "calibrating" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["sample", "--nfe", "0"], "--nfe: must be >= 1"),
+        (["sample", "--nfe", "ten"], "expected an integer"),
+        (["sample", "--solver", "euler"], "invalid choice"),
+        (["sample", "--bogus"], "unrecognized arguments"),
+        (["calibrate", "--out", "x.json"], "required: --nfe"),
+        (["calibrate", "--nfe", "3", "--out", "x.json", "--tau", "-1"], "--tau: must be a finite number > 0"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_one_line_no_traceback(argv, msg, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")]) == 1
+    assert "model directory not found" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--schedule", "cosine", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--schedule must be one of" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "30", "--schedule", "uniform"]) == 2
+    assert "exceeds the model's 20-point grid" in capsys.readouterr().err
+    foreign = R.baseline_schedule(R.NoiseSchedule.cosine(1000).respace(20), 4, "uniform").save(tmp_path / "f.json")
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--schedule", str(foreign), "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "made for grid" in err and len(err.strip().splitlines()) == 1
+    assert main(["info", str(tmp_path / "missing.json")]) == 1

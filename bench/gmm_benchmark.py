@@ -84,9 +84,7 @@ def main():
         t0 = time.perf_counter()
         sched = R.calibrate(gm32, grid, calib_noise, nfe)
         calib[nfe] = dict(seconds=time.perf_counter() - t0, tau=sched.tau, **sched.info, indices=np.asarray(sched.indices).tolist())
-        for kind in KINDS:
-            if kind != "rbe" and nfe not in nfes:
-                continue
+        for kind in KINDS:  # every schedule at every NFE of the sweep, for a fair speed-up figure
             s = sched if kind == "rbe" else R.baseline_schedule(grid, nfe, kind)
             for solver in SOLVERS:
                 rows.append(dict(kind=kind, solver=solver, nfe=nfe, **score(s, solver)))
@@ -180,9 +178,11 @@ def write(out, rows, calib, speedup, target, timing, cost, fd_floor, t_ref, n_ev
     for r in rows:
         if r["kind"] == "uniform(K=1000)":
             L.append(f"| {r['nfe']} | {r['rmse']:.4f} | {r['fd']:.4f} |")
-    L += ["", "## RBE sweep (RMSE by NFE)", "", "| NFE | " + " | ".join(f"rbe + {s}" for s in SOLVERS) + " |", "|---|---|---|"]
+    combos = [(k, s) for s in SOLVERS for k in KINDS]
+    L += ["", "## Sweep: RMSE by NFE, every schedule and solver", "", "| NFE | " + " | ".join(f"{k} + {s}" for k, s in combos) + " |", "|---" * (len(combos) + 1) + "|"]
     for n in sorted({r["nfe"] for r in rows if r["kind"] == "rbe"}):
-        L.append(f"| {n} | " + " | ".join(f"{next(r['rmse'] for r in rows if r['kind'] == 'rbe' and r['solver'] == s and r['nfe'] == n):.4f}" for s in SOLVERS) + " |")
+        vals = [next(r["rmse"] for r in rows if r["kind"] == k and r["solver"] == s and r["nfe"] == n) for k, s in combos]
+        L.append(f"| {n} | " + " | ".join(f"**{v:.4f}**" if v == min(vals) else f"{v:.4f}" for v in vals) + " |")
     L += ["", f"## NFE needed to match uniform DDIM at {target['nfe']} steps (RMSE {target['rmse']:.4f})", ""]
     for k, v in speedup.items():
         L.append(f"- {k}: " + (f"{v} NFE ({target['nfe'] / v:.1f}x fewer)" if v else "not reached within the NFEs run"))

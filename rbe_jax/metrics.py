@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
-__all__ = ["frechet_distance", "gaussian_stats"]
+__all__ = ["frechet_distance", "gaussian_stats", "DigitClassifier", "train_digit_classifier"]
 
 
 def gaussian_stats(x) -> tuple[np.ndarray, np.ndarray]:
@@ -43,14 +47,7 @@ class DigitClassifier:
     def __init__(self, graphdef, state, holdout_accuracy: float):
         self.graphdef, self.state = graphdef, state
         self.holdout_accuracy = holdout_accuracy
-        from flax import nnx
-
-        def run(state, x):
-            return nnx.merge(graphdef, state).forward(x)
-
-        import jax
-
-        self._run = jax.jit(run)
+        self._run = jax.jit(lambda st, x: nnx.merge(graphdef, st).forward(x))
 
     def features_and_probs(self, x, batch: int = 512):
         """``x`` ``(N, 16, 16, 1)`` in ``[-1, 1]`` -> features ``(N, 64)``, probabilities ``(N, 10)``."""
@@ -62,30 +59,24 @@ class DigitClassifier:
         return np.concatenate(feats), np.concatenate(probs)
 
 
-def _classifier_module():
-    from flax import nnx
-    import jax
-    import jax.numpy as jnp
+class _CNN(nnx.Module):
+    def __init__(self, rngs):
+        self.c1 = nnx.Conv(1, 32, (3, 3), rngs=rngs)
+        self.c2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
+        self.f1 = nnx.Linear(64 * 4 * 4, 64, rngs=rngs)
+        self.f2 = nnx.Linear(64, 10, rngs=rngs)
 
-    class CNN(nnx.Module):
-        def __init__(self, rngs):
-            self.c1 = nnx.Conv(1, 32, (3, 3), rngs=rngs)
-            self.c2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
-            self.f1 = nnx.Linear(64 * 4 * 4, 64, rngs=rngs)
-            self.f2 = nnx.Linear(64, 10, rngs=rngs)
+    def features(self, x):
+        h = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), (2, 2))
+        h = nnx.max_pool(nnx.relu(self.c2(h)), (2, 2), (2, 2))
+        return nnx.relu(self.f1(h.reshape(h.shape[0], -1)))
 
-        def forward(self, x):
-            h = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), (2, 2))
-            h = nnx.max_pool(nnx.relu(self.c2(h)), (2, 2), (2, 2))
-            feat = nnx.relu(self.f1(h.reshape(h.shape[0], -1)))
-            return feat, jax.nn.softmax(self.f2(feat))
+    def logits(self, x):
+        return self.f2(self.features(x))
 
-        def logits(self, x):
-            h = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), (2, 2))
-            h = nnx.max_pool(nnx.relu(self.c2(h)), (2, 2), (2, 2))
-            return self.f2(nnx.relu(self.f1(h.reshape(h.shape[0], -1))))
-
-    return CNN
+    def forward(self, x):
+        feat = self.features(x)
+        return feat, jax.nn.softmax(self.f2(feat))
 
 
 def train_digit_classifier(images, labels, *, seed: int = 0, steps: int = 1500, holdout: float = 0.2) -> DigitClassifier:
@@ -97,17 +88,12 @@ def train_digit_classifier(images, labels, *, seed: int = 0, steps: int = 1500, 
       steps: optimisation steps (batch 128).
       holdout: fraction kept out to report accuracy.
     """
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(images))
     n_hold = int(len(images) * holdout)
     hold, tr = perm[:n_hold], perm[n_hold:]
     xtr, ytr = jnp.asarray(images[tr]), jnp.asarray(labels[tr])
-    model = _classifier_module()(nnx.Rngs(seed))
+    model = _CNN(nnx.Rngs(seed))
     graphdef, params = nnx.split(model)
     opt = optax.adamw(1e-3, weight_decay=1e-4)
     opt_state = opt.init(params)

@@ -112,7 +112,14 @@ def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps: int) 
     )
 
 
-def adaptive_paths(model, grid: NoiseSchedule, noise: jax.Array, tau, max_steps: int | None = None) -> AdaptivePaths:
+def adaptive_paths(
+    model,
+    grid: NoiseSchedule,
+    noise: jax.Array,
+    tau,
+    max_steps: int | None = None,
+    chunk_size: int | None = None,
+) -> AdaptivePaths:
     """Runs the adaptive RBE rule for every sample from the noisiest grid point to clean data.
 
     At each step a sample at grid index ``k`` evaluates eps and the backward-error
@@ -125,6 +132,10 @@ def adaptive_paths(model, grid: NoiseSchedule, noise: jax.Array, tau, max_steps:
       noise: ``(B, ...)`` samples at grid point ``K - 1``.
       tau: backward-error threshold, > 0 (may be a traced scalar).
       max_steps: loop bound (default ``K``, enough for every path).
+      chunk_size: run the batch in chunks of this many samples (one compilation; the last
+        chunk is padded) to bound memory, which grows linearly with the batch.  Paths are
+        per-sample, so the result is the same as one run; ``iterations`` is then summed
+        over chunks.
     Returns:
       :class:`AdaptivePaths`.
     """
@@ -136,12 +147,25 @@ def adaptive_paths(model, grid: NoiseSchedule, noise: jax.Array, tau, max_steps:
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     model = ensure_model(model)
-    check_model_output(model, noise)
-    return _adaptive_loop(
-        model,
-        jnp.asarray(grid.alpha_bar_ext, noise.dtype),
-        jnp.asarray(grid.timesteps, jnp.int32),
-        noise,
-        tau,
-        max_steps=max_steps,
-    )
+    B = noise.shape[0]
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk = B if chunk_size is None else min(int(chunk_size), B)
+    check_model_output(model, noise[:chunk])
+    ext = jnp.asarray(grid.alpha_bar_ext, noise.dtype)
+    ts = jnp.asarray(grid.timesteps, jnp.int32)
+    if chunk == B:
+        return _adaptive_loop(model, ext, ts, noise, tau, max_steps=max_steps)
+    parts = []
+    for start in range(0, B, chunk):
+        x = noise[start : start + chunk]
+        n = x.shape[0]
+        if n < chunk:  # pad with copies of the first rows: same shape, no new compilation
+            x = jnp.concatenate([x, noise[: chunk - n]], axis=0)
+        parts.append((n, _adaptive_loop(model, ext, ts, x, tau, max_steps=max_steps)))
+    fields = {
+        f: jnp.concatenate([getattr(r, f)[:n] for n, r in parts], axis=0)
+        for f in AdaptivePaths._fields
+        if f != "iterations"
+    }
+    return AdaptivePaths(**fields, iterations=sum(r.iterations for _, r in parts))

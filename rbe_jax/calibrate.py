@@ -102,6 +102,7 @@ def calibrate(
     min_samples: int | None = None,
     max_iters: int = 40,
     tau_init: float = 1.0,
+    chunk_size: int | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> Schedule:
     """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
@@ -117,6 +118,8 @@ def calibrate(
         (:func:`resampled_schedule_from_paths`).
       max_iters: adaptive runs the search may spend at most.
       tau_init: the search's first threshold.
+      chunk_size: run the adaptive paths in chunks of this many samples to bound memory
+        (same schedule; see :func:`adaptive_paths`).
       progress: called after each adaptive run with a dict of its statistics.
     Returns:
       A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the samples
@@ -137,15 +140,16 @@ def calibrate(
     min_samples = max(1, math.ceil(B / 20)) if min_samples is None else int(min_samples)
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
-    # Paths longer than this only tell us that tau is too small: cap the loop there.
-    max_steps = min(grid.K, 2 * nfe + 2)
+    # While searching, paths longer than this only tell us that tau is too small: cap the
+    # loop there.  A fixed tau runs every path to the end.
+    max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
 
     runs: list[dict] = []
     best: dict | None = None
 
     def run(t: float) -> dict:
         nonlocal best
-        res = adaptive_paths(model, grid, noise, t, max_steps=max_steps)
+        res = adaptive_paths(model, grid, noise, t, max_steps=max_steps, chunk_size=chunk_size)
         _check_finite(res, grid, t)
         steps = np.where(np.asarray(res.finished), np.asarray(res.nfe), max_steps + 1)
         r = dict(

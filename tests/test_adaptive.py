@@ -114,3 +114,14 @@ def test_bad_inputs(mixture, grid, noise8):
         R.adaptive_paths(mixture, "grid", noise8, 1.0)
     with pytest.raises(TypeError, match="floating"):
         R.adaptive_paths(mixture, grid, jnp.ones((4, 8), jnp.int32), 1.0)
+
+
+def test_chunked_paths_equal_one_run(mixture, grid, noise8):
+    full = R.adaptive_paths(mixture, grid, noise8, 0.3)
+    chunked = R.adaptive_paths(mixture, grid, noise8, 0.3, chunk_size=24)  # 24 + 24 + 16 (padded)
+    np.testing.assert_array_equal(full.paths, chunked.paths)
+    np.testing.assert_array_equal(full.nfe, chunked.nfe)
+    np.testing.assert_allclose(full.samples, chunked.samples, rtol=1e-5, atol=1e-6)
+    assert int(chunked.iterations) >= int(full.iterations)
+    with pytest.raises(ValueError, match="chunk_size"):
+        R.adaptive_paths(mixture, grid, noise8, 0.3, chunk_size=0)

@@ -91,3 +91,10 @@ def test_calibrate_reports_nan_from_the_model(mixture, grid, calib_noise):
         R.calibrate(broken, grid, calib_noise, 8)
     t = int(str(e.value).split("training timestep ")[1].split(")")[0])
     assert t < 300
+
+
+def test_chunked_calibration_gives_the_same_schedule(mixture, grid, calib_noise):
+    a = R.calibrate(mixture, grid, calib_noise, 8)
+    b = R.calibrate(mixture, grid, calib_noise, 8, chunk_size=50)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.tau == b.tau

@@ -1,0 +1,48 @@
+"""The shipped digits model and its schedules."""
+
+import jax
+import numpy as np
+import pytest
+
+import rbe_jax as R
+from rbe_jax.checkpoint import load_model_info, pretrained_path
+
+
+def test_shipped_model_is_small_and_complete():
+    path = pretrained_path("digits")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size <= 10 * 2**20
+    info = load_model_info(path)
+    assert info.image_shape == (16, 16, 1) and info.meta["weights"] == "EMA"
+    assert info.noise_schedule == R.NoiseSchedule.linear(1000)
+    with pytest.raises(ValueError, match="unknown pretrained"):
+        pretrained_path("cifar")
+
+
+@pytest.mark.parametrize("nfe", [5, 8, 10, 15, 20])
+def test_shipped_schedules_fit_the_model_grid(nfe):
+    path = pretrained_path("digits")
+    grid = load_model_info(path).default_grid
+    s = R.Schedule.load(path / "schedules" / f"rbe_nfe{nfe}.json", grid)
+    assert s.nfe == nfe and s.method == "rbe" and s.tau > 0
+
+
+def test_shipped_model_samples_look_like_digits():
+    pytest.importorskip("sklearn")
+    from rbe_jax.data import load_digits
+    from rbe_jax.metrics import train_digit_classifier
+
+    x, y = load_digits(16)
+    clf = train_digit_classifier(x, y, steps=300)
+    path = pretrained_path("digits")
+    grid = load_model_info(path).default_grid
+    model = R.load_pretrained("digits")
+    noise = jax.random.normal(jax.random.key(11), (48, 16, 16, 1))
+    s = R.Schedule.load(path / "schedules" / "rbe_nfe10.json", grid)
+    samples = np.asarray(jax.jit(R.rbe_sample)(model, noise, s))
+    assert np.all(np.isfinite(samples))
+    conf = clf.features_and_probs(samples)[1].max(1)
+    blobs = np.asarray(jax.random.uniform(jax.random.key(1), (48, 16, 16, 1), minval=-1, maxval=1))
+    # samples are recognised as digits far more often than noise is
+    assert (conf >= 0.9).mean() >= 0.5
+    assert (conf >= 0.9).mean() > (clf.features_and_probs(blobs)[1].max(1) >= 0.9).mean() + 0.3

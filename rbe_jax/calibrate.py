@@ -3,11 +3,11 @@
 
 The reference method keeps the calibration samples whose adaptive path has exactly the
 target number of steps and averages their index paths.  It leaves the threshold ``tau`` to
-be tuned by hand; :func:`calibrate` searches it (bisection in ``log tau`` on the batch's
-mean step count, keeping the ``tau`` that gives the most samples with exactly ``nfe``
-steps).  When too few samples land on ``nfe`` (a large ``nfe`` near ``K`` on a coarse grid,
-say), it falls back to resampling every finished path to ``nfe`` steps before averaging,
-which still uses the method's paths.
+be tuned by hand; :func:`calibrate` searches it on a sub-batch (secant steps in
+``(log tau, log mean NFE)`` inside a bracket, see :func:`_search_tau`), then runs the whole
+batch once at the threshold found.  When too few samples land on ``nfe`` (a large ``nfe``
+near ``K`` on a coarse grid, say), it falls back to resampling every finished path to
+``nfe`` steps before averaging, which still uses the method's paths.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def calibrate(
     min_samples: int | None = None,
     max_iters: int = 40,
     tau_init: float = 1.0,
+    search_samples: int = 64,
     chunk_size: int | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> Schedule:
@@ -118,12 +119,15 @@ def calibrate(
         (:func:`resampled_schedule_from_paths`).
       max_iters: adaptive runs the search may spend at most.
       tau_init: the search's first threshold.
+      search_samples: the search runs on the first this-many samples only; the schedule
+        then comes from one run of the whole batch at the threshold found.
       chunk_size: run the adaptive paths in chunks of this many samples to bound memory
         (same schedule; see :func:`adaptive_paths`).
       progress: called after each adaptive run with a dict of its statistics.
     Returns:
       A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the samples
-      used, the aggregation (``"exact"`` or ``"resampled"``), the search runs, and
+      used, the aggregation (``"exact"`` or ``"resampled"``), ``search_runs`` (adaptive
+      runs on the search sub-batch; the final whole-batch run comes on top), and
       ``calibration_evals`` (batched forward + VJP passes spent, all runs) and
       ``calibration_sample_evals`` (per-sample model evaluations, all runs).
     Raises:
@@ -145,35 +149,28 @@ def calibrate(
     max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
 
     runs: list[dict] = []
-    best: dict | None = None
 
-    def run(t: float) -> dict:
-        nonlocal best
-        res = adaptive_paths(model, grid, noise, t, max_steps=max_steps, chunk_size=chunk_size)
+    def run(t: float, x: jax.Array) -> dict:
+        res = adaptive_paths(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
         _check_finite(res, grid, t)
         steps = np.where(np.asarray(res.finished), np.asarray(res.nfe), max_steps + 1)
         r = dict(
             tau=float(t),
+            samples=int(x.shape[0]),
             mean_nfe=float(steps.mean()),
             exact=int(np.sum(steps == nfe)),
             iterations=int(res.iterations),
             sample_evals=int(np.asarray(res.nfe).sum()),
-            res=res,
         )
         runs.append(r)
         if progress is not None:
-            progress({k: v for k, v in r.items() if k != "res"})
-        key = (r["exact"], -abs(r["mean_nfe"] - nfe))
-        if best is None or key > (best["exact"], -abs(best["mean_nfe"] - nfe)):
-            best = r
-        return r
+            progress(dict(r))
+        return dict(r, res=res)
 
-    if tau is not None:
-        run(float(tau))
-    else:
-        _search_tau(run, nfe, float(tau_init), max_iters, target=max(min_samples, math.ceil(B / 2)))
-
-    assert best is not None
+    if tau is None:
+        sub = noise[: min(B, int(search_samples))]
+        tau = _search_tau(lambda t: run(t, sub), nfe, float(tau_init), max_iters, target=math.ceil(sub.shape[0] / 2))
+    best = run(float(tau), noise)
     res: AdaptivePaths = best["res"]
     paths = np.asarray(res.paths)
     if best["exact"] >= min_samples:
@@ -193,40 +190,53 @@ def calibrate(
         batch=B,
         aggregation=aggregation,
         nfe_histogram=hist,
-        search_runs=len(runs),
+        search_runs=len(runs) - 1,
         calibration_evals=int(sum(r["iterations"] for r in runs)),
         calibration_sample_evals=int(sum(r["sample_evals"] for r in runs)),
     )
     return Schedule.from_indices(grid, idx, method="rbe", tau=best["tau"], info=info)
 
 
-def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> None:
-    """Bisection in ``log tau`` on the mean step count (which falls as tau grows), stopping
-    once ``target`` samples take exactly ``nfe`` steps, the bracket is narrower than
-    :data:`BRACKET_RATIO`, or the budget is spent."""
+def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> float:
+    """Finds the threshold whose adaptive runs take ``nfe`` steps, and returns the one that
+    gave the most samples with exactly ``nfe`` steps.
+
+    A sample's step count scales roughly like ``tau^(-1/2)`` (``h ~ sqrt(tau)``), so each
+    proposal is a secant step in ``(log tau, log mean NFE)`` (slope -1/2 until two runs
+    measure it), kept inside the bracket of thresholds known to give too many and too few
+    steps (a geometric bisection otherwise).  Stops once ``target`` samples take exactly
+    ``nfe`` steps, the mean is within 0.25 of ``nfe``, the bracket is narrower than
+    :data:`BRACKET_RATIO`, or after ``max_iters`` runs.
+    """
     if not (math.isfinite(tau0) and tau0 > 0):
         raise ValueError(f"tau_init must be a finite number > 0, got {tau0}")
     lo = hi = None  # lo: too many steps (tau too small); hi: at most nfe on average
-    t = tau0
+    best, prev, t = None, None, tau0
     for _ in range(max_iters):
         r = run(t)
-        if r["exact"] >= target:
-            return
+        if best is None or (r["exact"], -abs(r["mean_nfe"] - nfe)) > (best["exact"], -abs(best["mean_nfe"] - nfe)):
+            best = r
+        if r["exact"] >= target or abs(r["mean_nfe"] - nfe) < 0.25:
+            break
         if r["mean_nfe"] > nfe:
             lo = t
         else:
             hi = t
-        if lo is None:
-            t = hi / 10.0
-        elif hi is None:
-            t = lo * 10.0
-        else:
-            if hi / lo < BRACKET_RATIO:
-                return
-            t = math.sqrt(lo * hi)
+        if lo is not None and hi is not None and hi / lo < BRACKET_RATIO:
+            break
+        slope = -0.5
+        if prev is not None and prev["mean_nfe"] != r["mean_nfe"] and prev["tau"] != t:
+            slope = (math.log(r["mean_nfe"]) - math.log(prev["mean_nfe"])) / (math.log(t) - math.log(prev["tau"]))
+            slope = min(max(slope, -2.0), -0.1)
+        prev = r
+        t_new = t * math.exp(min(max((math.log(nfe) - math.log(r["mean_nfe"])) / slope, -math.log(100.0)), math.log(100.0)))
+        if lo is not None and hi is not None and not lo < t_new < hi:
+            t_new = math.sqrt(lo * hi)
+        t = t_new
         if not TAU_MIN <= t <= TAU_MAX:
             side = "smaller" if lo is None else "larger"
             raise ValueError(
                 f"calibration failed: no threshold in [{TAU_MIN:g}, {TAU_MAX:g}] gives nfe={nfe}; "
                 f"a {side} tau was needed (is the model output scaled sensibly?)"
             )
+    return best["tau"]

@@ -145,6 +145,7 @@ def save_model(
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         if path.exists():
             shutil.rmtree(path)
+        tmp.chmod(0o755)  # mkdtemp makes it private
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -196,7 +196,7 @@ def cmd_calibrate(args) -> int:
     i = sched.info
     print(
         f"wrote {args.out}: nfe={sched.nfe}, tau={sched.tau:.4g}, indices={list(map(int, sched.indices))}, "
-        f"{i['samples_used']}/{i['batch']} samples ({i['aggregation']}), {i['search_runs']} adaptive runs, "
+        f"{i['samples_used']}/{i['batch']} samples ({i['aggregation']}), {i['search_runs']} search runs + 1 full run, "
         f"{i['calibration_evals']} batched forward+VJP passes"
     )
     return 0

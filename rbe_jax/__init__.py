@@ -5,6 +5,7 @@ Public names are re-exported here; each concept lives in the module named for it
 
 from .adaptive import AdaptivePaths, adaptive_paths
 from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
+from .checkpoint import load_model, load_pretrained, save_model
 from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
 from .models import EpsFromV, EpsFromX0, Model, as_model
 from .noise import NoiseSchedule
@@ -35,8 +36,11 @@ __all__ = [
     "ddim",
     "dpmpp2m",
     "field_coefficients",
+    "load_model",
+    "load_pretrained",
     "one_step_field",
     "rbe_sample",
+    "save_model",
     "resampled_schedule_from_paths",
     "schedule_from_paths",
     "snap_down",

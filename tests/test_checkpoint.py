@@ -1,3 +1,4 @@
+import functools
 import json
 import shutil
 
@@ -15,18 +16,19 @@ TINY = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_head
 SPEC = dict(kind="linear", T=1000, beta_start=1e-4, beta_end=0.02)
 
 
+@jax.jit
+def _perturb(state, key):
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+@functools.lru_cache(maxsize=None)
 def _random_tiny(seed=0):
-    """A tiny U-Net whose zero-initialised output layers are randomised, so outputs differ."""
-    m = UNet(TINY, nnx.Rngs(seed))
-    graphdef, state = nnx.split(m, nnx.Param)
-
-    @jax.jit
-    def perturb(state, key):
-        leaves, treedef = jax.tree_util.tree_flatten(state)
-        keys = jax.random.split(key, len(leaves))
-        return treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-
-    return nnx.merge(graphdef, perturb(state, jax.random.key(seed)))
+    """A tiny U-Net whose zero-initialised output layers are randomised, so outputs differ.
+    Built once per seed (eager initialisation compiles many small kernels)."""
+    graphdef, state = nnx.split(UNet(TINY, nnx.Rngs(seed)), nnx.Param)
+    return nnx.merge(graphdef, _perturb(state, jax.random.key(seed)))
 
 
 @pytest.fixture()

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ._jsonio import read_json
 from .nets.unet import UNet, UNetConfig
 from .noise import NoiseSchedule
 
@@ -163,10 +164,7 @@ def load_model_info(path) -> ModelInfo:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{path}: missing config.json (not an rbe_jax model directory)")
-    try:
-        d = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path}: not valid JSON (truncated or corrupted?): {e}") from None
+    d = read_json(cfg_path, CheckpointError)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not an rbe_jax model config (format {d.get('format') if isinstance(d, dict) else None!r})")
     if d.get("version") != VERSION:

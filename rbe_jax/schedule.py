@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._jsonio import read_json
 from .noise import NoiseSchedule
 
 __all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError"]
@@ -255,11 +255,7 @@ class Schedule:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"schedule file not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ScheduleError(f"{path}: not valid JSON (truncated or corrupted?): {e}") from None
-        return cls.from_dict(d, grid, source=str(path))
+        return cls.from_dict(read_json(path, ScheduleError), grid, source=str(path))
 
 
 def _check_indices(idx: np.ndarray, K: int) -> None:

@@ -9,7 +9,7 @@ wrapping; a Linen module plugs in as ``as_model(module.apply, variables)``.
 
 from __future__ import annotations
 
-import inspect
+import functools
 import types
 from typing import Any, Callable
 
@@ -72,9 +72,7 @@ class EpsFromV(_Reparam):
 
 
 def _is_plain_function(fn) -> bool:
-    return isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)) or (
-        inspect.isclass(type(fn)) and type(fn).__name__ == "partial"
-    )
+    return isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
 
 
 def as_model(

@@ -109,33 +109,25 @@ def test_missing_parameter_directory(saved):
         load_model(path)
 
 
-def test_config_that_does_not_match_the_parameters(saved):
-    _, path = saved
+def _edit_config(path, edit):
     d = json.loads((path / "config.json").read_text())
-    d["config"]["base_channels"] = 12
+    edit(d)
     (path / "config.json").write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match=r"do not match config.json.*stored \(3, 3, 1, 8\), config needs \(3, 3, 1, 12\)"):
-        load_model(path)
 
 
-def test_other_architecture(saved):
+@pytest.mark.parametrize(
+    "edit, msg",
+    [
+        (lambda d: d["config"].update(base_channels=12), r"do not match config.json.*stored \(3, 3, 1, 8\), config needs \(3, 3, 1, 12\)"),
+        (lambda d: d.update(architecture="DiT"), "unknown architecture 'DiT'"),
+        (lambda d: d.update(format="something.else"), "not an rbe_jax model config"),
+        (lambda d: d.update(version=7), "unsupported model format version 7"),
+        (lambda d: d["config"].update(depth=3), "unknown UNetConfig fields"),
+        (lambda d: d["noise_schedule"].update(kind="sigmoid"), "unknown noise schedule kind 'sigmoid'"),
+    ],
+)
+def test_config_problems_are_named(saved, edit, msg):
     _, path = saved
-    d = json.loads((path / "config.json").read_text())
-    d["architecture"] = "DiT"
-    (path / "config.json").write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match="unknown architecture 'DiT'"):
-        load_model(path)
-    d["architecture"] = "UNet"
-    d["format"] = "something.else"
-    (path / "config.json").write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match="not an rbe_jax model config"):
-        load_model(path)
-
-
-def test_unknown_config_field(saved):
-    _, path = saved
-    d = json.loads((path / "config.json").read_text())
-    d["config"]["depth"] = 3
-    (path / "config.json").write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match="unknown UNetConfig fields"):
+    _edit_config(path, edit)
+    with pytest.raises(CheckpointError, match=msg):
         load_model(path)

@@ -7,7 +7,17 @@ from .adaptive import AdaptivePaths, adaptive_paths
 from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
 from .checkpoint import load_model, load_pretrained, save_model
 from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
-from .models import EpsFromV, EpsFromX0, Model, as_model
+from .models import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    ClipDenoised,
+    EpsFromV,
+    EpsFromX0,
+    Model,
+    as_model,
+    classifier_guidance,
+    clip_denoised,
+)
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
@@ -20,6 +30,9 @@ __all__ = [
     "AdaptivePaths",
     "BASELINES",
     "BackwardError",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ClipDenoised",
     "EpsFromV",
     "EpsFromX0",
     "Model",
@@ -33,6 +46,8 @@ __all__ = [
     "backward_error",
     "baseline_schedule",
     "calibrate",
+    "classifier_guidance",
+    "clip_denoised",
     "ddim",
     "dpmpp2m",
     "field_coefficients",

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--base-channels", type=_positive_int, default=16)
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
+    t.add_argument("--conditional", action="store_true", help="train a class-conditional model (label dropout 0.1)")
 
     i = sub.add_parser("info", help="describe a model directory or a schedule JSON file")
     i.add_argument("path")
@@ -211,9 +212,9 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    ucfg = UNetConfig(base_channels=args.base_channels)
-    images, _ = load_digits(ucfg.image_size)
-    graphdef, state, losses = train(UNet(ucfg, nnx.Rngs(args.seed)), images, cfg, args.workdir)
+    ucfg = UNetConfig(base_channels=args.base_channels, num_classes=10 if args.conditional else 0)
+    images, labels = load_digits(ucfg.image_size)
+    graphdef, state, losses = train(UNet(ucfg, nnx.Rngs(args.seed)), images, cfg, args.workdir, labels=labels if args.conditional else None)
     if losses:
         print(f"trained to step {int(state.step)}; mean loss of the last {min(len(losses), 500)} steps: {sum(losses[-500:]) / len(losses[-500:]):.4f}")
     if args.export:

@@ -42,6 +42,7 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     num_train_timesteps: int = 1000
+    label_dropout: float = 0.1  # class-conditional models only: share of labels replaced by "no label"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,34 +79,44 @@ def init_state(model: nnx.Module, cfg: TrainConfig) -> tuple[nnx.GraphDef, Train
     )
 
 
-def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array) -> Callable[[TrainState], tuple[TrainState, jax.Array]]:
+def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array, labels: jax.Array | None = None, num_classes: int = 0) -> Callable[[TrainState], tuple[TrainState, jax.Array]]:
     """The jit-compiled DDPM step (eps-MSE at a uniform random timestep).
 
     Args:
       graphdef: the model's ``nnx.split`` graph definition.
       cfg: the hyper-parameters.
       data: ``(N, H, W, C)`` training images in ``[-1, 1]`` (kept on the device).
+      labels: ``(N,)`` int labels, for a class-conditional model (``num_classes > 0``);
+        a ``cfg.label_dropout`` share of them is replaced by the "no label" class.
     Returns:
       ``step(state) -> (state, loss)``.
     """
+    conditional = num_classes > 0
+    if conditional and labels is None:
+        raise ValueError("a class-conditional model needs labels")
     opt = make_optimizer(cfg)
     alpha_bar = jnp.asarray(cfg.noise_schedule().alpha_bar, jnp.float32)
     base_key = jax.random.key(cfg.seed)
 
-    def loss_fn(params, x0, t, noise):
+    def loss_fn(params, x0, t, noise, y):
         model = nnx.merge(graphdef, params)
         a = alpha_bar[t][:, None, None, None]
         xt = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
-        return jnp.mean(jnp.square(model(xt, t) - noise))
+        eps = model(xt, t, y) if conditional else model(xt, t)
+        return jnp.mean(jnp.square(eps - noise))
 
     @jax.jit
     def step(state: TrainState):
-        k_idx, k_t, k_n = jax.random.split(jax.random.fold_in(base_key, state.step), 3)
+        k_idx, k_t, k_n, k_drop = jax.random.split(jax.random.fold_in(base_key, state.step), 4)
         idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, data.shape[0])
         x0 = data[idx]
         t = jax.random.randint(k_t, (cfg.batch_size,), 0, cfg.num_train_timesteps)
         noise = jax.random.normal(k_n, x0.shape, x0.dtype)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, t, noise)
+        y = None
+        if conditional:
+            drop = jax.random.uniform(k_drop, (cfg.batch_size,)) < cfg.label_dropout
+            y = jnp.where(drop, num_classes, labels[idx])
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, t, noise, y)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         d = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))  # EMA warm-up
@@ -121,6 +132,7 @@ def train(
     cfg: TrainConfig,
     workdir,
     *,
+    labels=None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[nnx.GraphDef, TrainState, list[float]]:
@@ -131,6 +143,7 @@ def train(
         resume by the latest checkpoint in ``workdir``).
       data: ``(N, H, W, C)`` images in ``[-1, 1]``.
       cfg: :class:`TrainConfig`.
+      labels: ``(N,)`` int labels, required when ``model.config.num_classes > 0``.
       workdir: Orbax ``CheckpointManager`` directory (created; ``train_config.json`` beside).
       progress: show a tqdm bar with the loss.
       stop_after: stop after this many steps of THIS call (to simulate an interruption).
@@ -156,7 +169,8 @@ def train(
     latest = mngr.latest_step()
     if latest is not None:
         state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
-    step_fn = make_train_step(graphdef, cfg, jnp.asarray(data))
+    num_classes = int(getattr(getattr(model, "config", None), "num_classes", 0))
+    step_fn = make_train_step(graphdef, cfg, jnp.asarray(data), None if labels is None else jnp.asarray(labels), num_classes)
     start = int(state.step)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     losses: list[float] = []

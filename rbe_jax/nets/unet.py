@@ -30,6 +30,9 @@ class UNetConfig:
       attn_heads: heads of the self-attention at the lowest resolution (and in the middle).
       num_groups: GroupNorm groups.
       num_train_timesteps: T, used to scale the time embedding.
+      num_classes: 0 for an unconditional model; else the model takes labels
+        ``y`` in ``[0, num_classes]``, where ``num_classes`` itself is the "no label" class
+        (trained by label dropout, used by classifier-free guidance).
     """
 
     image_size: int = 16
@@ -40,6 +43,7 @@ class UNetConfig:
     attn_heads: int = 4
     num_groups: int = 8
     num_train_timesteps: int = 1000
+    num_classes: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
@@ -103,7 +107,8 @@ class AttnBlock(nnx.Module):
 
 class UNet(nnx.Module):
     """eps-prediction U-Net: ``UNet(config, rngs)(x, t) -> eps``, ``x`` ``(B, H, W, C)``,
-    ``t`` ``(B,)`` int original timesteps."""
+    ``t`` ``(B,)`` original timesteps.  A class-conditional model (``num_classes > 0``) also
+    takes labels, ``model(x, t, y)``; without ``y`` it is the unconditional ("no label") model."""
 
     def __init__(self, config: UNetConfig, rngs: nnx.Rngs):
         self.config = config
@@ -112,6 +117,7 @@ class UNet(nnx.Module):
         temb = 4 * ch
         self.temb1 = nnx.Linear(ch, temb, rngs=rngs)
         self.temb2 = nnx.Linear(temb, temb, rngs=rngs)
+        self.label_emb = nnx.Embed(c.num_classes + 1, temb, rngs=rngs) if c.num_classes > 0 else None
         self.conv_in = nnx.Conv(c.in_channels, ch, (3, 3), rngs=rngs)
         n_levels = len(c.channel_mults)
         down, skips_ch, cur = [], [ch], ch
@@ -142,10 +148,16 @@ class UNet(nnx.Module):
         self.norm_out = nnx.GroupNorm(cur, num_groups=g, rngs=rngs)
         self.conv_out = nnx.Conv(cur, c.in_channels, (3, 3), kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
 
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
         c = self.config
         emb = timestep_embedding(t, c.base_channels, scale=1000.0 / c.num_train_timesteps)
         emb = self.temb2(nnx.silu(self.temb1(emb)))
+        if self.label_emb is not None:
+            if y is None:
+                y = jnp.full((x.shape[0],), c.num_classes, jnp.int32)
+            emb = emb + self.label_emb(y)
+        elif y is not None:
+            raise ValueError("this U-Net is unconditional (num_classes=0); it takes no labels")
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

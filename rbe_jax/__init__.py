@@ -20,6 +20,7 @@ from .models import (
 )
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
+from .sample_job import sample_job
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
 from .solvers import Solver, ddim, dpmpp2m
 from . import testing
@@ -55,6 +56,7 @@ __all__ = [
     "load_pretrained",
     "one_step_field",
     "rbe_sample",
+    "sample_job",
     "save_model",
     "resampled_schedule_from_paths",
     "schedule_from_paths",

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here")
     s.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model)")
+    s.add_argument("--out-dir", default=None, help="sampling job: write numbered .npz shards and a manifest here (resumable)")
+    s.add_argument("--batch", type=_positive_int, default=512, help="samples per shard with --out-dir (default 512)")
+    s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
+    s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
 
     c = sub.add_parser("calibrate", help="calibrate an RBE schedule of exactly --nfe steps")
     c.add_argument("--nfe", type=_positive_int, required=True)
@@ -130,9 +134,10 @@ def _resolve_schedule(args, path, info, model):
         if args.nfe >= grid.K:
             raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
         shipped = path / "schedules" / f"rbe_nfe{args.nfe}.json"
-        if shipped.is_file():
+        if shipped.is_file() and args.label is None:
             return Schedule.load(shipped, grid)
-        _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; save it with `rbe-jax calibrate`)")
+        why = "for a guided model" if args.label is not None else f"for nfe={args.nfe}"
+        _say(f"no shipped RBE schedule {why}: calibrating one now (256 samples; save it with `rbe-jax calibrate`)")
         return _calibrate_with_progress(model, grid, info, args.nfe, 256, 1234)
     f = Path(args.schedule)
     if f.suffix != ".json":
@@ -141,6 +146,22 @@ def _resolve_schedule(args, path, info, model):
     if sched.nfe != args.nfe:
         _say(f"note: {f} has {sched.nfe} steps; using them (--nfe {args.nfe} ignored)")
     return sched
+
+
+def _conditioned(model, info, label, guidance):
+    """The model to sample: as is, or wrapped in classifier-free guidance for a label."""
+    from .models import ClassifierFreeGuidance
+
+    num_classes = info.config.num_classes
+    if label is None:
+        if guidance:
+            raise CLIError("--guidance needs --label")
+        return model
+    if num_classes == 0:
+        raise CLIError("--label needs a class-conditional model (this checkpoint has num_classes=0)")
+    if not 0 <= label < num_classes:
+        raise CLIError(f"--label must be in [0, {num_classes - 1}], got {label}")
+    return ClassifierFreeGuidance(model=model, label=label, scale=float(guidance), null_label=num_classes)
 
 
 def save_grid_png(images, out, scale: int = 2) -> None:
@@ -171,7 +192,17 @@ def cmd_sample(args) -> int:
 
     t0 = time.perf_counter()
     path, info, model = _load(args.checkpoint)
+    model = _conditioned(model, info, args.label, args.guidance)
     sched = _resolve_schedule(args, path, info, model)
+    if args.out_dir:
+        from .sample_job import sample_job
+
+        m = sample_job(
+            model, sched, args.n, args.batch, args.out_dir, image_shape=info.image_shape, seed=args.seed,
+            solver=args.solver, model_id=f"{path} label={args.label} guidance={args.guidance}",
+        )
+        print(f"{args.out_dir}: {sum(v['count'] for v in m['shards'].values())}/{args.n} samples in {len(m['shards'])} shards ({time.perf_counter() - t0:.1f}s)")
+        return 0
     noise = jax.random.normal(jax.random.key(args.seed), (args.n, *info.image_shape))
     x = jax.jit(rbe_sample)(model, noise, sched, get_solver(args.solver))
     x = np.asarray(jax.block_until_ready(x))

@@ -84,3 +84,8 @@ def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "made for grid" in err and len(err.strip().splitlines()) == 1
     assert main(["info", str(tmp_path / "missing.json")]) == 1
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--label", "3", "--out", str(tmp_path / "x.png")]) == 2
+    assert "needs a class-conditional model" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--guidance", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--guidance needs --label" in capsys.readouterr().err

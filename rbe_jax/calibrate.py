@@ -80,11 +80,21 @@ def resampled_schedule_from_paths(paths, nfe: int, K: int) -> np.ndarray:
     return strictly_decreasing_path(np.mean(curves, axis=0), K)
 
 
+def _host(x) -> np.ndarray:
+    """A NumPy copy of ``x``; a batch sharded over several processes is gathered first
+    (every process then computes the same schedule)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def _check_finite(res: AdaptivePaths, grid: NoiseSchedule, tau: float) -> None:
-    bad = np.asarray(res.nonfinite_step)
+    bad = _host(res.nonfinite_step)
     if np.any(bad >= 0):
         b = int(np.flatnonzero(bad >= 0)[0])
-        k = int(np.asarray(res.nonfinite_index)[b])
+        k = int(_host(res.nonfinite_index)[b])
         raise FloatingPointError(
             f"the model returned NaN/Inf during calibration (tau={tau:.4g}): first for sample {b} at "
             f"step {int(bad[b])}, grid index {k} (training timestep {int(grid.timesteps[k])}); "
@@ -153,14 +163,15 @@ def calibrate(
     def run(t: float, x: jax.Array) -> dict:
         res = adaptive_paths(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
         _check_finite(res, grid, t)
-        steps = np.where(np.asarray(res.finished), np.asarray(res.nfe), max_steps + 1)
+        res = res._replace(**{f: _host(getattr(res, f)) for f in ("paths", "nfe", "finished")})
+        steps = np.where(res.finished, res.nfe, max_steps + 1)
         r = dict(
             tau=float(t),
             samples=int(x.shape[0]),
             mean_nfe=float(steps.mean()),
             exact=int(np.sum(steps == nfe)),
             iterations=int(res.iterations),
-            sample_evals=int(np.asarray(res.nfe).sum()),
+            sample_evals=int(res.nfe.sum()),
         )
         runs.append(r)
         if progress is not None:
@@ -172,17 +183,17 @@ def calibrate(
         tau = _search_tau(lambda t: run(t, sub), nfe, float(tau_init), max_iters, target=math.ceil(sub.shape[0] / 2))
     best = run(float(tau), noise)
     res: AdaptivePaths = best["res"]
-    paths = np.asarray(res.paths)
+    paths = res.paths
     if best["exact"] >= min_samples:
         idx = schedule_from_paths(paths, nfe)
         aggregation, used = "exact", best["exact"]
     else:
-        if not np.any(np.asarray(res.finished)):
+        if not np.any(res.finished):
             raise ValueError(
                 f"calibration failed: no sample reached clean data within {max_steps} steps at tau={best['tau']:.4g}"
             )
         idx = resampled_schedule_from_paths(paths, nfe, grid.K)
-        aggregation, used = "resampled", int(np.sum(np.asarray(res.finished)))
+        aggregation, used = "resampled", int(np.sum(res.finished))
     lengths = path_lengths(paths)
     hist = {str(int(m)): int(c) for m, c in zip(*np.unique(lengths[lengths > 0], return_counts=True))}
     info = dict(

@@ -11,12 +11,14 @@ from .models import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     ClipDenoised,
+    ContinuousTime,
     EpsFromV,
     EpsFromX0,
     Model,
     as_model,
     classifier_guidance,
     clip_denoised,
+    continuous_time_model,
 )
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
@@ -34,6 +36,7 @@ __all__ = [
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ClipDenoised",
+    "ContinuousTime",
     "EpsFromV",
     "EpsFromX0",
     "Model",
@@ -49,6 +52,7 @@ __all__ = [
     "calibrate",
     "classifier_guidance",
     "clip_denoised",
+    "continuous_time_model",
     "ddim",
     "dpmpp2m",
     "field_coefficients",

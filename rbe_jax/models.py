@@ -31,6 +31,8 @@ __all__ = [
     "check_model_output",
     "clip_denoised",
     "classifier_guidance",
+    "ContinuousTime",
+    "continuous_time_model",
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -221,6 +223,28 @@ class ClassifierFreeGuidance(struct.PyTreeNode):
         eps = self.model(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([y, null]))
         cond, uncond = eps[:B], eps[B:]
         return cond + self.scale * (cond - uncond)
+
+
+class ContinuousTime(struct.PyTreeNode):
+    """Calls a continuous-time model ``fn(x, t_cont)`` at ``times[t]`` for the integer
+    timestep indices ``t`` that the rest of the library uses."""
+
+    model: Any
+    times: jax.Array  # (N,) float
+
+    def __call__(self, x, t):
+        return self.model(x, jnp.asarray(self.times, x.dtype)[t])
+
+
+def continuous_time_model(fn, noise_schedule: NoiseSchedule, params: Any = None) -> ContinuousTime:
+    """Adapts a continuous-time eps model ``fn(x, t)`` (``t`` float ``(B,)`` in ``(0, 1]``;
+    ``fn(params, x, t)`` with ``params``) to a schedule from
+    :meth:`NoiseSchedule.vp_continuous` (the full fine schedule, not a respaced grid)."""
+    if noise_schedule.times is None:
+        raise ValueError("noise_schedule has no continuous times: build it with NoiseSchedule.vp_continuous")
+    if len(noise_schedule) != noise_schedule.num_train_timesteps:
+        raise ValueError("noise_schedule must be the full fine schedule, not a respaced grid")
+    return ContinuousTime(model=as_model(fn, params), times=jnp.asarray(noise_schedule.times, jnp.float32))
 
 
 def _table(noise_schedule: NoiseSchedule) -> jax.Array:

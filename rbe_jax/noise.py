@@ -45,6 +45,9 @@ class NoiseSchedule:
       timesteps: ``(N,)`` int64, the ORIGINAL training timestep of each entry; the model is
         called with these.  ``arange(T)`` for a full schedule.
       num_train_timesteps: ``T``, the length of the original training schedule.
+      times: ``(N,)`` float64 or ``None``: for a continuous-time model, the model's time
+        input ``t in (0, 1]`` of each entry (see :meth:`vp_continuous`); a discrete model
+        is called with ``timesteps`` instead.
 
     Grid conventions used by the rest of the library: grid point ``k`` has
     ``alpha_bar[k]``; the virtual point ``k = -1`` is clean data with ``alpha_bar = 1``.
@@ -53,6 +56,7 @@ class NoiseSchedule:
     alpha_bar: np.ndarray
     timesteps: np.ndarray
     num_train_timesteps: int
+    times: np.ndarray | None = None
 
     def __post_init__(self):
         a = _as_alpha_bar(self.alpha_bar)
@@ -68,6 +72,12 @@ class NoiseSchedule:
                 "timesteps must be strictly increasing original timesteps in "
                 f"[0, {self.num_train_timesteps - 1}]"
             )
+        if self.times is not None:
+            tc = np.asarray(self.times, dtype=np.float64)
+            if tc.shape != a.shape or np.any(np.diff(tc) <= 0):
+                raise ValueError("times must be strictly increasing and match alpha_bar's shape")
+            tc.setflags(write=False)
+            object.__setattr__(self, "times", tc)
         a.setflags(write=False)
         t.setflags(write=False)
         object.__setattr__(self, "alpha_bar", a)
@@ -107,6 +117,43 @@ class NoiseSchedule:
         betas = [min(1.0 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)]
         return cls.from_betas(np.asarray(betas))
 
+    @classmethod
+    def vp_continuous(
+        cls,
+        kind: str = "linear",
+        N: int = 1000,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        s: float = 0.008,
+        t_eps: float = 1e-3,
+        t_max: float | None = None,
+    ) -> "NoiseSchedule":
+        """A continuous-time VP schedule on a fine grid of ``N`` times in ``[t_eps, 1]``.
+
+        ``kind="linear"``: ``log alpha_bar(t) = -(beta_min t + (beta_max - beta_min) t^2 / 2)``
+        (Song et al.'s VP SDE); ``kind="cosine"``: ``alpha_bar(t) = cos^2(((t + s)/(1 + s)) pi/2)
+        / cos^2((s / (1 + s)) pi/2)``.  Entry ``i`` has ``times[i] = t_eps + (t_max - t_eps) i/(N-1)``
+        (``t_max`` defaults to 1, and to 0.9946 for cosine, DPM-Solver's choice, where
+        alpha-bar would otherwise vanish);
+        wrap the model with :func:`rbe_jax.continuous_time_model` so that it is called with
+        these continuous times, and everything else (RBE, calibration, solvers) is unchanged.
+        """
+        if t_max is None:
+            t_max = 0.9946 if kind == "cosine" else 1.0
+        if N < 2 or not 0.0 < t_eps < t_max <= 1.0:
+            raise ValueError(f"need N >= 2 and 0 < t_eps < t_max <= 1, got N={N}, t_eps={t_eps}, t_max={t_max}")
+        t = t_eps + (t_max - t_eps) * np.arange(N) / (N - 1)
+        if kind == "linear":
+            if not 0 <= beta_min < beta_max:
+                raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+            a = np.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t**2))
+        elif kind == "cosine":
+            f = lambda u: np.cos((u + s) / (1 + s) * np.pi / 2) ** 2
+            a = f(t) / f(0.0)
+        else:
+            raise ValueError(f"unknown continuous schedule kind {kind!r} (expected 'linear' or 'cosine')")
+        return cls(alpha_bar=a, timesteps=np.arange(N), num_train_timesteps=N, times=t)
+
     # ------------------------------------------------------------------ grids
     def respace(self, K: int) -> "NoiseSchedule":
         """The ``K``-point grid of evenly spaced entries, first and last included.
@@ -129,6 +176,7 @@ class NoiseSchedule:
             alpha_bar=self.alpha_bar[idx],
             timesteps=self.timesteps[idx],
             num_train_timesteps=self.num_train_timesteps,
+            times=None if self.times is None else self.times[idx],
         )
 
     # ------------------------------------------------------------------ helpers
@@ -167,6 +215,8 @@ class NoiseSchedule:
         h.update(np.array([self.num_train_timesteps], dtype=np.int64).tobytes())
         h.update(self.timesteps.astype("<i8").tobytes())
         h.update(np.array([float(f"{v:.12g}") for v in self.alpha_bar], dtype="<f8").tobytes())
+        if self.times is not None:
+            h.update(np.array([float(f"{v:.12g}") for v in self.times], dtype="<f8").tobytes())
         return h.hexdigest()[:16]
 
     def __eq__(self, other):
@@ -176,6 +226,8 @@ class NoiseSchedule:
             self.num_train_timesteps == other.num_train_timesteps
             and np.array_equal(self.timesteps, other.timesteps)
             and np.array_equal(self.alpha_bar, other.alpha_bar)
+            and (self.times is None) == (other.times is None)
+            and (self.times is None or np.array_equal(self.times, other.times))
         )
 
     def __hash__(self):

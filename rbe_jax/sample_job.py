@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable

@@ -89,3 +89,42 @@ def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
     assert "needs a class-conditional model" in capsys.readouterr().err
     assert main(["sample", "--checkpoint", str(tiny_dir), "--guidance", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "--guidance needs --label" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_cond_dir(tmp_path_factory):
+    import jax
+    from flax import nnx
+
+    from rbe_jax.nets import UNet, UNetConfig
+
+    cfg = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4, num_classes=10)
+    graphdef, state = nnx.split(UNet(cfg, nnx.Rngs(0)), nnx.Param)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    state = treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    path = tmp_path_factory.mktemp("cond") / "model"
+    save_model(path, nnx.merge(graphdef, state), noise_schedule_spec=SPEC, meta={"grid_K": 20})
+    return path
+
+
+def test_conditional_sampling_with_guidance(tiny_cond_dir, tmp_path, capsys):
+    from rbe_jax.checkpoint import load_model
+
+    model = load_model(tiny_cond_dir)
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    t = jnp.asarray([10, 500])
+    assert not np.allclose(model(x, t, jnp.asarray([1, 1])), model(x, t, jnp.asarray([7, 7])))
+    np.testing.assert_allclose(model(x, t), model(x, t, jnp.asarray([10, 10])), rtol=1e-6)  # no label = class 10
+    outs = []
+    for w in ("0", "2.0"):
+        npz = tmp_path / f"g{w}.npz"
+        assert main(["sample", "--checkpoint", str(tiny_cond_dir), "--nfe", "3", "--schedule", "uniform", "--n", "4", "--label", "3", "--guidance", w, "--out", str(tmp_path / "g.png"), "--npz", str(npz)]) == 0
+        outs.append(np.load(npz)["samples"])
+    assert not np.allclose(outs[0], outs[1])
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tiny_cond_dir), "--label", "12", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--label must be in [0, 9]" in capsys.readouterr().err

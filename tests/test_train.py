@@ -63,3 +63,15 @@ def test_workdir_with_another_config_is_refused(tmp_path, digits8):
     train(UNet(TINY, nnx.Rngs(0)), x, cfg, tmp_path, progress=False)
     with pytest.raises(ValueError, match="another config"):
         train(UNet(TINY, nnx.Rngs(0)), x, TrainConfig(steps=3, batch_size=8), tmp_path, progress=False)
+
+
+def test_conditional_training_step_uses_labels(tmp_path, digits8):
+    x, y = digits8
+    cfg = TrainConfig(steps=3, batch_size=16, checkpoint_every=3)
+    cond = UNetConfig(**{**TINY.__dict__, "num_classes": 10})
+    g, state, losses = train(UNet(cond, nnx.Rngs(0)), x, cfg, tmp_path, labels=y, progress=False)
+    assert int(state.step) == 3 and all(np.isfinite(losses))
+    with pytest.raises(ValueError, match="needs labels"):
+        train(UNet(cond, nnx.Rngs(0)), x, cfg, tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="unconditional"):
+        UNet(TINY, nnx.Rngs(0))(jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32))

@@ -44,7 +44,7 @@ FORMAT = "rbe_jax.model"
 VERSION = 1
 ARCHITECTURES = {"UNet": (UNet, UNetConfig)}
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-PRETRAINED = ("digits",)
+PRETRAINED = ("digits", "digits_cond")
 
 
 class CheckpointError(ValueError):

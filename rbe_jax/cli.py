@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here")
-    s.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model)")
+    s.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model; with --label, the shipped class-conditional one)")
     s.add_argument("--out-dir", default=None, help="sampling job: write numbered .npz shards and a manifest here (resumable)")
     s.add_argument("--batch", type=_positive_int, default=512, help="samples per shard with --out-dir (default 512)")
     s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
@@ -96,10 +96,10 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _load(checkpoint):
+def _load(checkpoint, conditional: bool = False):
     from .checkpoint import load_model, load_model_info, pretrained_path
 
-    path = Path(checkpoint) if checkpoint else pretrained_path("digits")
+    path = Path(checkpoint) if checkpoint else pretrained_path("digits_cond" if conditional else "digits")
     return path, load_model_info(path), load_model(path)
 
 
@@ -191,7 +191,7 @@ def cmd_sample(args) -> int:
     from .solvers import get_solver
 
     t0 = time.perf_counter()
-    path, info, model = _load(args.checkpoint)
+    path, info, model = _load(args.checkpoint, conditional=args.label is not None)
     model = _conditioned(model, info, args.label, args.guidance)
     sched = _resolve_schedule(args, path, info, model)
     if args.out_dir:
@@ -251,7 +251,8 @@ def cmd_train(args) -> int:
     if args.export:
         model = nnx.merge(graphdef, state.ema)
         spec = dict(kind="linear", T=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
-        meta = dict(trained_steps=int(state.step), train_config=cfg.to_dict(), data="sklearn digits 16x16", weights="EMA", grid_K=100)
+        data = "sklearn digits 16x16" + (", class-conditional (label dropout 0.1)" if args.conditional else "")
+        meta = dict(trained_steps=int(state.step), train_config=cfg.to_dict(), data=data, weights="EMA", grid_K=100)
         save_model(args.export, model, noise_schedule_spec=spec, meta=meta, overwrite=True)
         print(f"exported the EMA model to {args.export}")
     return 0

@@ -204,6 +204,10 @@ class ClassifierFreeGuidance(struct.PyTreeNode):
     ``model`` is conditional, ``model(x, t, y) -> eps`` with ``y`` int labels ``(B,)``;
     both branches run as ONE model call on the doubled batch.
 
+    A ``(B,)`` label array ties the wrapper to batches of exactly ``B`` samples: calibrate
+    such a model with ``search_samples >= B`` and no ``chunk_size`` (a scalar label has no
+    such limit).
+
     Attributes:
       model: the conditional model (a pytree, e.g. an NNX module).
       label: int label(s), scalar or ``(B,)``.

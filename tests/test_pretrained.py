@@ -46,3 +46,22 @@ def test_shipped_model_samples_look_like_digits():
     # samples are recognised as digits far more often than noise is
     assert (conf >= 0.9).mean() >= 0.5
     assert (conf >= 0.9).mean() > (clf.features_and_probs(blobs)[1].max(1) >= 0.9).mean() + 0.3
+
+
+def test_shipped_conditional_model_follows_its_labels():
+    pytest.importorskip("sklearn")
+    from rbe_jax.data import load_digits
+    from rbe_jax.metrics import train_digit_classifier
+
+    x, y = load_digits(16)
+    clf = train_digit_classifier(x, y, steps=300)
+    path = pretrained_path("digits_cond")
+    info = load_model_info(path)
+    assert info.config.num_classes == 10
+    model = R.load_pretrained("digits_cond")
+    labels = np.arange(40) % 10
+    guided = R.ClassifierFreeGuidance(model=model, label=labels, scale=2.0, null_label=10)
+    noise = jax.random.normal(jax.random.key(5), (40, 16, 16, 1))
+    samples = np.asarray(jax.jit(R.rbe_sample)(guided, noise, R.baseline_schedule(info.default_grid, 10, "uniform")))
+    pred = clf.features_and_probs(samples)[1].argmax(1)
+    assert np.mean(pred == labels) >= 0.8

@@ -8,7 +8,7 @@ import rbe_jax as R
 from rbe_jax.checkpoint import save_model
 from rbe_jax.cli import main
 
-from test_checkpoint import SPEC, _random_tiny
+from test_checkpoint import SPEC, _perturb, _random_tiny
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +100,8 @@ def tiny_cond_dir(tmp_path_factory):
 
     cfg = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4, num_classes=10)
     graphdef, state = nnx.split(UNet(cfg, nnx.Rngs(0)), nnx.Param)
-    leaves, treedef = jax.tree_util.tree_flatten(state)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    state = treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
     path = tmp_path_factory.mktemp("cond") / "model"
-    save_model(path, nnx.merge(graphdef, state), noise_schedule_spec=SPEC, meta={"grid_K": 20})
+    save_model(path, nnx.merge(graphdef, _perturb(state, jax.random.key(1))), noise_schedule_spec=SPEC, meta={"grid_K": 20})
     return path
 
 

@@ -24,3 +24,15 @@ def mixture(linear):
 @pytest.fixture(scope="session")
 def noise8():
     return jax.random.normal(jax.random.key(0), (64, 8), jnp.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random U-Net saved as a model directory (grid K=20), shared by the CLI and
+    sampling-job tests."""
+    from rbe_jax.checkpoint import save_model
+    from test_checkpoint import SPEC, _random_tiny
+
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    save_model(path, _random_tiny(), noise_schedule_spec=SPEC, meta={"grid_K": 20})
+    return path

@@ -8,14 +8,7 @@ import rbe_jax as R
 from rbe_jax.checkpoint import save_model
 from rbe_jax.cli import main
 
-from test_checkpoint import SPEC, _perturb, _random_tiny
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "model"
-    save_model(path, _random_tiny(), noise_schedule_spec=SPEC, meta={"grid_K": 20})
-    return path
+from test_checkpoint import SPEC, _perturb
 
 
 def test_sample_writes_png_and_npz(tiny_dir, tmp_path, capsys):

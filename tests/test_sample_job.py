@@ -8,8 +8,6 @@ import rbe_jax as R
 from rbe_jax.sample_job import JobError, sample_job
 from rbe_jax.cli import main
 
-from test_checkpoint import SPEC, _random_tiny
-
 
 @pytest.fixture(scope="module")
 def setup(linear):
@@ -69,19 +67,11 @@ def test_other_job_in_the_same_directory_is_refused(tmp_path, setup):
         sample_job(gm, sched, 8, 4, tmp_path, image_shape=(4,), seed=1, progress=False)
 
 
-def test_cli_sampling_job(tmp_path, tiny_dir_for_jobs, capsys):
+def test_cli_sampling_job(tmp_path, tiny_dir, capsys):
     out = tmp_path / "job"
-    args = ["sample", "--checkpoint", str(tiny_dir_for_jobs), "--nfe", "3", "--schedule", "uniform", "--n", "5", "--batch", "2", "--out-dir", str(out)]
+    args = ["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "uniform", "--n", "5", "--batch", "2", "--out-dir", str(out)]
     assert main(args) == 0
     assert "5/5 samples in 3 shards" in capsys.readouterr().out
     first = _files(out)
     assert main(args) == 0 and _files(out) == first
 
-
-@pytest.fixture(scope="module")
-def tiny_dir_for_jobs(tmp_path_factory):
-    from rbe_jax.checkpoint import save_model
-
-    path = tmp_path_factory.mktemp("jobs") / "model"
-    save_model(path, _random_tiny(), noise_schedule_spec=SPEC, meta={"grid_K": 20})
-    return path

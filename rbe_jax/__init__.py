@@ -24,7 +24,7 @@ from .noise import NoiseSchedule
 from .sampler import rbe_sample
 from .sample_job import sample_job
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
-from .solvers import Solver, ddim, dpmpp2m
+from .solvers import Solver, StepTimes, ddim, dpmpp2m
 from . import testing
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ __all__ = [
     "ScheduleError",
     "Solver",
     "StepSize",
+    "StepTimes",
     "adaptive_paths",
     "as_model",
     "backward_error",

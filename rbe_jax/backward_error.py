@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._batch import per_sample
+from .models import call_model
+
 __all__ = [
     "BackwardError",
     "StepSize",
@@ -24,11 +27,6 @@ __all__ = [
     "step_size",
     "snap_down",
 ]
-
-
-def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
-    """``(B,)`` -> ``(B, 1, ..., 1)`` so that it broadcasts against ``x`` ``(B, ...)``."""
-    return jnp.reshape(v, (-1,) + (1,) * (x.ndim - 1))
 
 
 def field_coefficients(a: jax.Array, a_next: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -52,7 +50,7 @@ def field_coefficients(a: jax.Array, a_next: jax.Array) -> tuple[jax.Array, jax.
 def one_step_field(x: jax.Array, eps: jax.Array, a: jax.Array, a_next: jax.Array) -> jax.Array:
     """The field ``f(x) = c1 x + c2 eps``; ``x``, ``eps``: ``(B, ...)``; returns ``(B, ...)``."""
     c1, c2 = field_coefficients(a, a_next)
-    return _bcast(c1, x) * x + _bcast(c2, x) * eps
+    return per_sample(c1, x) * x + per_sample(c2, x) * eps
 
 
 class BackwardError(NamedTuple):
@@ -87,7 +85,7 @@ def backward_error(model, x: jax.Array, t: jax.Array, a: jax.Array, a_next: jax.
     """
 
     def field_fn(x_):
-        eps = model(x_, t)
+        eps = call_model(model, x_, t)
         return one_step_field(x_, eps, a, a_next), eps
 
     f, vjp_fn, eps = jax.vjp(field_fn, x, has_aux=True)

@@ -18,8 +18,9 @@ from typing import Callable
 import jax
 import numpy as np
 
-from .adaptive import AdaptivePaths, adaptive_paths, check_noise
-from .models import check_model_output, ensure_model
+from ._batch import check_noise, place_model, raise_nonfinite
+from .adaptive import AdaptivePaths, adaptive_paths
+from .models import prepare_model
 from .noise import NoiseSchedule
 from .schedule import Schedule, check_nfe, strictly_decreasing_path
 
@@ -91,15 +92,8 @@ def _host(x) -> np.ndarray:
 
 
 def _check_finite(res: AdaptivePaths, grid: NoiseSchedule, tau: float) -> None:
-    bad = _host(res.nonfinite_step)
-    if np.any(bad >= 0):
-        b = int(np.flatnonzero(bad >= 0)[0])
-        k = int(_host(res.nonfinite_index)[b])
-        raise FloatingPointError(
-            f"the model returned NaN/Inf during calibration (tau={tau:.4g}): first for sample {b} at "
-            f"step {int(bad[b])}, grid index {k} (training timestep {int(grid.timesteps[k])}); "
-            f"{int(np.sum(bad >= 0))} of {bad.size} samples affected"
-        )
+    idx = _host(res.nonfinite_index)
+    raise_nonfinite(f"calibration (tau={tau:.4g})", _host(res.nonfinite_step), idx, grid.timesteps[np.maximum(idx, 0)])
 
 
 def calibrate(
@@ -114,7 +108,7 @@ def calibrate(
     tau_init: float = 1.0,
     search_samples: int = 64,
     chunk_size: int | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: bool | Callable[[dict], None] = False,
 ) -> Schedule:
     """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
 
@@ -133,7 +127,10 @@ def calibrate(
         then comes from one run of the whole batch at the threshold found.
       chunk_size: run the adaptive paths in chunks of this many samples to bound memory
         (same schedule; see :func:`adaptive_paths`).
-      progress: called after each adaptive run with a dict of its statistics.
+      progress: ``True`` shows a tqdm bar of adaptive runs (its total is the most runs the
+        call may take, ``max_iters + 1``; the bar closes at the runs actually made); a
+        callable is called after each adaptive run with a dict of its statistics (``tau``,
+        ``samples``, ``mean_nfe``, ``exact``, ``iterations``, ``sample_evals``).
     Returns:
       A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the samples
       used, the aggregation (``"exact"`` or ``"resampled"``), ``search_runs`` (adaptive
@@ -148,8 +145,7 @@ def calibrate(
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     nfe = check_nfe(nfe, grid.K - 1)
     noise = check_noise(noise)
-    model = ensure_model(model)
-    check_model_output(model, noise)
+    model = place_model(prepare_model(model), noise)
     B = noise.shape[0]
     min_samples = max(1, math.ceil(B / 20)) if min_samples is None else int(min_samples)
     if min_samples < 1:
@@ -159,6 +155,7 @@ def calibrate(
     max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
 
     runs: list[dict] = []
+    report, close = _progress_reporter(progress, nfe, total=1 if tau is not None else max_iters + 1)
 
     def run(t: float, x: jax.Array) -> dict:
         res = adaptive_paths(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
@@ -174,14 +171,16 @@ def calibrate(
             sample_evals=int(res.nfe.sum()),
         )
         runs.append(r)
-        if progress is not None:
-            progress(dict(r))
+        report(dict(r))
         return dict(r, res=res)
 
-    if tau is None:
-        sub = noise[: min(B, int(search_samples))]
-        tau = _search_tau(lambda t: run(t, sub), nfe, float(tau_init), max_iters, target=math.ceil(sub.shape[0] / 2))
-    best = run(float(tau), noise)
+    try:
+        if tau is None:
+            sub = noise[: min(B, int(search_samples))]
+            tau = _search_tau(lambda t: run(t, sub), nfe, float(tau_init), max_iters, target=math.ceil(sub.shape[0] / 2))
+        best = run(float(tau), noise)
+    finally:
+        close()
     res: AdaptivePaths = best["res"]
     paths = res.paths
     if best["exact"] >= min_samples:
@@ -206,6 +205,28 @@ def calibrate(
         calibration_sample_evals=int(sum(r["sample_evals"] for r in runs)),
     )
     return Schedule.from_indices(grid, idx, method="rbe", tau=best["tau"], info=info)
+
+
+def _progress_reporter(progress, nfe: int, total: int):
+    """``(report, close)`` for :func:`calibrate`'s ``progress`` argument."""
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return (lambda r: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=f"calibrating RBE, nfe={nfe}", unit="run", dynamic_ncols=True)
+
+    def report(r):
+        bar.update(1)
+        bar.set_postfix(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"])
+
+    def close():
+        bar.total = bar.n  # the search stopped early: the bar ends full
+        bar.refresh()
+        bar.close()
+
+    return report, close
 
 
 def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> float:

@@ -12,21 +12,21 @@ Nothing is pickled: Orbax writes tensorstore arrays and JSON metadata.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from ._jsonio import read_json
-from .nets.unet import UNet, UNetConfig
+from ._io import read_json, sha256_file, write_json
 from .noise import NoiseSchedule
+
+if TYPE_CHECKING:  # the U-Net (and Flax NNX, Orbax) load when a model is loaded or saved
+    from .nets.unet import UNet, UNetConfig
 
 __all__ = [
     "CheckpointError",
@@ -42,7 +42,13 @@ __all__ = [
 
 FORMAT = "rbe_jax.model"
 VERSION = 1
-ARCHITECTURES = {"UNet": (UNet, UNetConfig)}
+
+def _architectures() -> dict[str, tuple[type, type]]:
+    """``{name: (module class, config class)}`` of the architectures a checkpoint may name."""
+    from .nets.unet import UNet, UNetConfig
+
+    return {"UNet": (UNet, UNetConfig)}
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED = ("digits", "digits_cond")
 
@@ -57,7 +63,7 @@ class ModelInfo:
 
     path: Path
     architecture: str
-    config: UNetConfig
+    config: "UNetConfig"
     noise_schedule: NoiseSchedule
     noise_schedule_spec: dict
     image_shape: tuple[int, ...]
@@ -81,21 +87,13 @@ def noise_schedule_from_spec(spec: dict) -> NoiseSchedule:
     raise CheckpointError(f"unknown noise schedule kind {kind!r} (expected 'linear' or 'cosine')")
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _param_files(params_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(params_dir)): _sha256(p) for p in sorted(params_dir.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(params_dir)): sha256_file(p) for p in sorted(params_dir.rglob("*")) if p.is_file()}
 
 
 def save_model(
     path,
-    model: UNet,
+    model: "UNet",
     *,
     noise_schedule_spec: dict,
     meta: dict | None = None,
@@ -116,6 +114,7 @@ def save_model(
       leaves a half-written model under ``path``.
     """
     import orbax.checkpoint as ocp
+    from flax import nnx
 
     path = Path(path).absolute()
     if path.exists() and not overwrite:
@@ -143,7 +142,7 @@ def save_model(
             "meta": dict(meta or {}),
             "files": _param_files(tmp / "params"),
         }
-        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        write_json(tmp / "config.json", config)
         if path.exists():
             shutil.rmtree(path)
         tmp.chmod(0o755)  # mkdtemp makes it private
@@ -170,10 +169,11 @@ def load_model_info(path) -> ModelInfo:
     if d.get("version") != VERSION:
         raise CheckpointError(f"{cfg_path}: unsupported model format version {d.get('version')!r}")
     arch = d.get("architecture")
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{cfg_path}: unknown architecture {arch!r}; this rbe_jax knows {sorted(ARCHITECTURES)}")
+    architectures = _architectures()
+    if arch not in architectures:
+        raise CheckpointError(f"{cfg_path}: unknown architecture {arch!r}; this rbe_jax knows {sorted(architectures)}")
     try:
-        cfg = ARCHITECTURES[arch][1].from_dict(d["config"])
+        cfg = architectures[arch][1].from_dict(d["config"])
         spec = d["noise_schedule"]
         ns = noise_schedule_from_spec(spec)
     except (KeyError, TypeError, ValueError) as e:
@@ -205,12 +205,14 @@ def _check_files(path: Path, d: dict) -> None:
         f = params_dir / rel
         if not f.is_file():
             raise CheckpointError(f"{path}: parameter file params/{rel} is missing (truncated copy?)")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise CheckpointError(f"{path}: parameter file params/{rel} is truncated or corrupted (checksum mismatch)")
 
 
 def _abstract_model(info: ModelInfo):
-    cls = ARCHITECTURES[info.architecture][0]
+    from flax import nnx
+
+    cls = _architectures()[info.architecture][0]
     abstract = nnx.eval_shape(lambda: cls(info.config, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract, nnx.Param)
     return graphdef, state, nnx.to_pure_dict(state)
@@ -226,9 +228,15 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def load_model(path) -> UNet:
+def load_model(path, *, sharding: jax.sharding.Sharding | None = None) -> "UNet":
     """Restores a model directory written by :func:`save_model`.
 
+    Args:
+      path: the model directory.
+      sharding: where to put every parameter (e.g. ``NamedSharding(mesh, P())`` to
+        replicate it over a mesh); the arrays are then committed there.  Default: uncommitted
+        arrays on the default device, which ``jax.jit`` moves to wherever the batch lives, so
+        the model works with a batch on one device or sharded over any mesh.
     Returns:
       The NNX module (a pytree): pass it straight to ``jax.jit(rbe_sample)``.
     Raises:
@@ -237,7 +245,10 @@ def load_model(path) -> UNet:
         parameters that do not match the config (names the path and the first mismatches).
     """
     import orbax.checkpoint as ocp
+    from flax import nnx
 
+    if sharding is not None and not isinstance(sharding, jax.sharding.Sharding):
+        raise TypeError(f"sharding must be a jax.sharding.Sharding, got {type(sharding).__name__}")
     info = load_model_info(path)
     params_dir = Path(path).absolute() / "params"
     graphdef, abstract_state, abstract = _abstract_model(info)
@@ -254,12 +265,14 @@ def load_model(path) -> UNet:
         raise CheckpointError(
             f"{path}: the parameters do not match config.json ({len(problems)} problems), e.g. " + "; ".join(problems[:3])
         )
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), abstract)
+    on = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on), abstract)
     try:
         restored = ckptr.restore(params_dir, target)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot restore the parameters: {type(e).__name__}: {e}") from None
+    if sharding is None:  # uncommitted: jit may place them next to any batch
+        restored = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), restored)
     nnx.replace_by_pure_dict(abstract_state, restored)
     return nnx.merge(graphdef, abstract_state)
 
@@ -271,6 +284,7 @@ def pretrained_path(name: str = "digits") -> Path:
     return PRETRAINED_DIR / name
 
 
-def load_pretrained(name: str = "digits") -> UNet:
-    """The shipped model ``name`` (see :data:`PRETRAINED`), ready for ``jax.jit(rbe_sample)``."""
-    return load_model(pretrained_path(name))
+def load_pretrained(name: str = "digits", *, sharding: jax.sharding.Sharding | None = None) -> "UNet":
+    """The shipped model ``name`` (see :data:`PRETRAINED`), ready for ``jax.jit(rbe_sample)``
+    on one device or a batch sharded over a mesh (``sharding``: see :func:`load_model`)."""
+    return load_model(pretrained_path(name), sharding=sharding)

@@ -9,14 +9,14 @@ wrapping; a Linen module plugs in as ``as_model(module.apply, variables)``.
 
 from __future__ import annotations
 
-import functools
-import types
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
+from ._batch import compute_dtype, per_sample
 from .noise import NoiseSchedule
 
 __all__ = [
@@ -27,8 +27,9 @@ __all__ = [
     "ClassifierGuidance",
     "ClassifierFreeGuidance",
     "as_model",
-    "ensure_model",
-    "check_model_output",
+    "prepare_model",
+    "call_model",
+    "is_pytree_model",
     "clip_denoised",
     "classifier_guidance",
     "ContinuousTime",
@@ -64,8 +65,9 @@ class _Reparam(struct.PyTreeNode):
     alpha_bar: jax.Array  # (T,) table indexed by original timestep
 
     def _coeffs(self, x, t):
-        a = jnp.asarray(self.alpha_bar, x.dtype)[t]
-        a = a.reshape((-1,) + (1,) * (x.ndim - 1))
+        """``(alpha, sigma)`` at timesteps ``t``, shaped ``(B, 1, ...)``, in at least float32
+        (in bfloat16 an alpha-bar of 0.9999 rounds to 1 and sigma to 0)."""
+        a = per_sample(jnp.asarray(self.alpha_bar, compute_dtype(x.dtype))[t], x)
         return jnp.sqrt(a), jnp.sqrt(1.0 - a)
 
 
@@ -85,8 +87,44 @@ class EpsFromV(_Reparam):
         return alpha * self.model(x, t) + sigma * x
 
 
-def _is_plain_function(fn) -> bool:
-    return isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
+class _Callable:
+    """A callable that is not a pytree of arrays (a plain or jitted function, a callable
+    object, a ``functools.partial``), held by identity.
+
+    It is a static part of :class:`Model`: jit caches compiled code on the object itself
+    (hash and equality by identity, so unhashable callables work too), and any arrays it
+    closes over enter the computation as constants.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __hash__(self):
+        return id(self.fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _Callable) and other.fn is self.fn
+
+    def __repr__(self):
+        return f"_Callable({self.fn!r})"
+
+
+def _is_array_leaf(v) -> bool:
+    return isinstance(v, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+
+
+def is_pytree_model(model) -> bool:
+    """Whether ``model`` can cross ``jax.jit`` as an argument: a pytree (NNX module,
+    :class:`Model`, a ``flax.struct`` dataclass) whose leaves are all arrays or numbers."""
+    leaves = jax.tree_util.tree_leaves(model)
+    if len(leaves) == 1 and leaves[0] is model:  # not a container: a function or object
+        return False
+    return all(_is_array_leaf(v) for v in leaves)
 
 
 def as_model(
@@ -116,11 +154,9 @@ def as_model(
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if params is not None:
-        model = Model(fn=fn, params=params, takes_params=True)
-    elif _is_plain_function(fn):
-        model = Model(fn=fn)
+        model = Model(fn=_Callable(fn), params=params, takes_params=True)
     else:
-        model = fn
+        model = prepare_model(fn)
     if prediction == "eps":
         return model
     if noise_schedule is None:
@@ -129,24 +165,34 @@ def as_model(
     return cls(model=model, alpha_bar=_table(noise_schedule))
 
 
-def ensure_model(model):
-    """Accepts a plain function where a model is expected (wraps it with :func:`as_model`)."""
+def prepare_model(model):
+    """The form in which every public entry point passes ``model`` to its jitted core.
+
+    A pytree of arrays (an NNX module, :class:`Model`, a wrapper of this module) is
+    returned as is: its arrays are traced arguments.  Any other callable (a plain or
+    jitted function, a callable object, a ``functools.partial``) is wrapped in a
+    :class:`Model` that holds it statically, by identity: jit compiles once per such
+    object and closes over its arrays.
+
+    Raises:
+      TypeError: ``model`` is not callable.
+    """
     if model is None or not callable(model):
         raise TypeError(f"model must be callable as model(x, t) -> eps; got {type(model).__name__}")
-    return as_model(model) if _is_plain_function(model) else model
+    return model if is_pytree_model(model) else Model(fn=_Callable(model))
 
 
-def check_model_output(model, x: jax.Array) -> None:
-    """Raises a clear error if ``model(x, t)`` does not return an array shaped like ``x``.
+def call_model(model, x: jax.Array, t: jax.Array) -> jax.Array:
+    """``model(x, t)`` with its output checked at trace time (shapes are static, so the
+    check costs nothing at run time and works under ``jax.jit``).
 
-    Uses ``jax.eval_shape``: no computation, and it works under ``jax.jit`` too.
+    Errors raised by the model itself propagate unchanged.
+
+    Raises:
+      ValueError: the output is not one floating-point array shaped like ``x``.
     """
-    t = jax.ShapeDtypeStruct((x.shape[0],), jnp.int32)
-    try:
-        out = jax.eval_shape(lambda m, x_, t_: m(x_, t_), model, jax.ShapeDtypeStruct(x.shape, x.dtype), t)
-    except Exception as e:  # the model itself failed on this input
-        raise ValueError(f"the model failed on input x of shape {tuple(x.shape)}: {type(e).__name__}: {e}") from e
-    if not hasattr(out, "shape"):
+    out = model(x, t)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
         raise ValueError(f"the model must return one array (eps); it returned {type(out).__name__}")
     if tuple(out.shape) != tuple(x.shape):
         raise ValueError(
@@ -155,6 +201,7 @@ def check_model_output(model, x: jax.Array) -> None:
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"the model returned dtype {out.dtype}; eps must be floating point")
+    return out
 
 
 # ---------------------------------------------------------------------------- eps transforms
@@ -180,7 +227,7 @@ class ClipDenoised(_Reparam):
         else:
             flat = jnp.abs(x0).reshape(x0.shape[0], -1)
             s = jnp.maximum(jnp.quantile(flat, self.dynamic_quantile, axis=1), 1.0)
-            s = s.reshape((-1,) + (1,) * (x.ndim - 1))
+            s = per_sample(s, x)
             x0 = jnp.clip(x0, -s, s) / s
         return (x - alpha * x0) / sigma
 
@@ -264,9 +311,9 @@ def clip_denoised(model, noise_schedule: NoiseSchedule, lo: float = -1.0, hi: fl
         raise ValueError(f"clip range must satisfy lo < hi, got [{lo}, {hi}]")
     if dynamic_quantile is not None and not 0.0 < dynamic_quantile <= 1.0:
         raise ValueError(f"dynamic_quantile must lie in (0, 1], got {dynamic_quantile}")
-    return ClipDenoised(model=ensure_model(model), alpha_bar=_table(noise_schedule), lo=float(lo), hi=float(hi), dynamic_quantile=dynamic_quantile)
+    return ClipDenoised(model=prepare_model(model), alpha_bar=_table(noise_schedule), lo=float(lo), hi=float(hi), dynamic_quantile=dynamic_quantile)
 
 
 def classifier_guidance(model, cond_fn, noise_schedule: NoiseSchedule, scale: float = 1.0) -> ClassifierGuidance:
     """Wraps ``model`` with classifier guidance (see :class:`ClassifierGuidance`)."""
-    return ClassifierGuidance(model=ensure_model(model), alpha_bar=_table(noise_schedule), cond_fn=ensure_model(cond_fn), scale=scale)
+    return ClassifierGuidance(model=prepare_model(model), alpha_bar=_table(noise_schedule), cond_fn=prepare_model(cond_fn), scale=scale)

@@ -10,19 +10,16 @@ shard whose file matches its recorded checksum.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import os
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
 
-from ._jsonio import read_json
-from .models import ensure_model
+from ._io import TMP_SUFFIX, atomic_write, read_json, sha256_bytes, sha256_file, write_json
+from .models import prepare_model
 from .sampler import rbe_sample
 from .schedule import Schedule
 from .solvers import get_solver
@@ -37,30 +34,15 @@ class JobError(ValueError):
     """The output directory holds another job, or a shard is corrupted."""
 
 
-def _write_npz(path: Path, **arrays: np.ndarray) -> str:
-    """A byte-for-byte deterministic ``.npz`` (fixed zip timestamps), written atomically.
-    Returns its SHA-256."""
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A byte-for-byte deterministic ``.npz`` (fixed zip timestamps, no pickles)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
             member = io.BytesIO()
             np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
             zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
-    data = buf.getvalue()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return buf.getvalue()
 
 
 def sample_job(
@@ -73,6 +55,7 @@ def sample_job(
     image_shape: tuple[int, ...],
     seed: int = 0,
     solver: str = "ddim",
+    sharding: jax.sharding.Sharding | None = None,
     model_id: str = "",
     progress: bool = True,
     stop_after: int | None = None,
@@ -87,7 +70,9 @@ def sample_job(
       out_dir: created if needed; holds ``shard_00000.npz`` ... and ``manifest.json``.
       image_shape: the shape of one sample.
       seed: shard ``i`` uses noise from ``fold_in(key(seed), i)``.
-      solver: ``"ddim"`` or ``"dpmpp2m"``.
+      solver: a solver name or :class:`rbe_jax.solvers.Solver`.
+      sharding: where each shard's noise batch is placed (e.g. ``NamedSharding(mesh,
+        P("batch"))`` to split it over every device); default: the default device.
       model_id: recorded in the manifest (e.g. the checkpoint path) and checked on resume.
       progress: a tqdm bar with an ETA.
       stop_after: stop after writing this many NEW shards (to simulate an interruption).
@@ -99,11 +84,11 @@ def sample_job(
     """
     if n < 1 or batch < 1:
         raise ValueError(f"n and batch must be >= 1, got n={n}, batch={batch}")
-    model = ensure_model(model)
+    model = prepare_model(model)
     solver_obj = get_solver(solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tmp"):  # a shard or manifest cut off mid-write
+    for stale in out.glob("*" + TMP_SUFFIX):  # a shard or manifest cut off mid-write
         stale.unlink()
     num_shards = -(-n // batch)
     job = dict(
@@ -127,7 +112,6 @@ def sample_job(
     done = {i for i in range(num_shards) if _shard_ok(out, i, shards)}
     shards = {k: v for k, v in shards.items() if int(k) in done}
 
-    sample = jax.jit(rbe_sample)
     base = jax.random.key(seed)
     bar = None
     if progress:
@@ -143,13 +127,18 @@ def sample_job(
                 break
             count = min(batch, n - i * batch)
             noise = jax.random.normal(jax.random.fold_in(base, i), (batch, *image_shape))
-            x = np.asarray(sample(model, noise, schedule, solver_obj))[:count]
-            if not np.all(np.isfinite(x)):
-                raise FloatingPointError(f"shard {i}: the model produced NaN/Inf samples")
+            if sharding is not None:
+                noise = jax.device_put(noise, sharding)
+            try:
+                x = rbe_sample(model, noise, schedule, solver_obj, check_finite=True)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"shard {i}: {e}") from None
+            x = np.asarray(x)[:count]
             name = f"shard_{i:05d}.npz"
-            digest = _write_npz(out / name, samples=x, index=np.arange(i * batch, i * batch + count))
-            shards[str(i)] = dict(file=name, count=count, sha256=digest)
-            _write_json(mpath, dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0])))))
+            data = _npz_bytes(samples=x, index=np.arange(i * batch, i * batch + count))
+            atomic_write(out / name, data)
+            shards[str(i)] = dict(file=name, count=count, sha256=sha256_bytes(data))
+            write_json(mpath, dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0])))))
             written += 1
             if bar is not None:
                 bar.update(count)
@@ -159,11 +148,11 @@ def sample_job(
         if bar is not None:
             bar.close()
     manifest = dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0]))))
-    _write_json(mpath, manifest)
+    write_json(mpath, manifest)
     return manifest
 
 
 def _shard_ok(out: Path, i: int, shards: dict) -> bool:
     rec = shards.get(str(i))
     f = out / f"shard_{i:05d}.npz"
-    return rec is not None and f.is_file() and _sha256(f) == rec.get("sha256")
+    return rec is not None and f.is_file() and sha256_file(f) == rec.get("sha256")

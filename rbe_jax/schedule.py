@@ -9,18 +9,17 @@ evaluations, whatever the solver.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from flax import struct
 
-from ._jsonio import read_json
+from ._io import read_json, write_json
 from .noise import NoiseSchedule
 
-__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError"]
+__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError", "step_tables"]
 
 FORMAT = "rbe_jax.schedule"
 VERSION = 1
@@ -30,16 +29,13 @@ class ScheduleError(ValueError):
     """A schedule is malformed or does not belong to the grid it is used with."""
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class ScheduleMeta:
-    """Descriptive metadata of a :class:`Schedule`; static in the pytree.
-
-    It never enters a computation, so all metadata compare equal as pytree auxiliary data:
-    schedules of the same length share one compilation of ``jax.jit(rbe_sample)`` whatever
-    their method or provenance.
+    """Descriptive metadata of a :class:`Schedule` (compares by value).
 
     Attributes:
-      method: ``"rbe"``, ``"uniform"``, ``"quadratic"``, ``"logsnr"`` or ``"custom"``.
+      method: how the schedule was made: ``"rbe"``, ``"uniform"``, ``"quadratic"``,
+        ``"logsnr"`` or ``"custom"``.
       K: number of grid points; T: the model's training steps.
       grid_fingerprint: :attr:`NoiseSchedule.fingerprint` of the grid.
       tau: the backward-error threshold (RBE schedules), else ``None``.
@@ -51,47 +47,80 @@ class ScheduleMeta:
     T: int
     grid_fingerprint: str
     tau: float | None = None
-    info: dict = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict, hash=False)
+
+
+class _Untraced:
+    """Carries a value through pytree operations without ever keying a jit cache: every
+    instance compares equal.  The value itself is never read inside traced code."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
     def __eq__(self, other):
-        return isinstance(other, ScheduleMeta)
+        return isinstance(other, _Untraced)
 
     def __hash__(self):
-        return hash(ScheduleMeta)
+        return hash(_Untraced)
 
 
-@jax.tree_util.register_pytree_node_class
-class Schedule:
+def step_tables(alpha_bar) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(alpha, sigma, lambda)`` from alpha-bar in float64 on the host:
+    ``alpha = sqrt(abar)``, ``sigma = sqrt(1 - abar)``, ``lambda = log(alpha / sigma)`` (the
+    half-log-SNR; ``+inf`` at clean data).  Solvers read these instead of recomputing them
+    from alpha-bar in the samples' (possibly low) precision."""
+    ab = np.asarray(alpha_bar, np.float64)
+    alpha, sigma = np.sqrt(ab), np.sqrt(np.maximum(1.0 - ab, 0.0))
+    with np.errstate(divide="ignore"):
+        lam = np.log(alpha) - np.log(sigma)
+    return alpha, sigma, lam
+
+
+class Schedule(struct.PyTreeNode, eq=False):
     """An immutable fixed schedule of ``m`` steps (a pytree).
 
-    Attributes (the pytree leaves):
-      indices: ``(m + 1,)`` int32 grid indices, strictly decreasing, ending at ``-1``.
-      timesteps: ``(m + 1,)`` int32 original training timesteps (``-1`` for clean data).
-      alpha_bar: ``(m + 1,)`` float64 alpha-bar, strictly increasing, ending at ``1``.
-    Attributes (static): ``meta``, a :class:`ScheduleMeta`.
+    Build one with :meth:`from_indices`, :func:`baseline_schedule`, :func:`rbe_jax.calibrate`
+    or :meth:`load`.
+
+    Attributes (the pytree leaves, each ``(m + 1,)``):
+      indices: int32 grid indices, strictly decreasing, ending at ``-1`` (clean data).
+      timesteps: int32 original training timesteps (``-1`` for clean data).
+      alpha_bar: float64 alpha-bar, strictly increasing, ending at ``1``.
+      alpha, sigma, log_snr: float64 ``sqrt(abar)``, ``sqrt(1 - abar)`` and half-log-SNR
+        (see :func:`step_tables`), computed on the host when the schedule is made.
+    Metadata: :attr:`meta`, a :class:`ScheduleMeta`.  It travels with the pytree but is
+    never part of a jit cache key: schedules of one length share one compilation whatever
+    their method or provenance.  Two schedules are ``==`` when their metadata and indices
+    are equal.
     """
 
-    def __init__(self, indices, timesteps, alpha_bar, meta: ScheduleMeta):
-        self.indices = indices
-        self.timesteps = timesteps
-        self.alpha_bar = alpha_bar
-        self.meta = meta
-
-    # pytree protocol
-    def tree_flatten(self):
-        return (self.indices, self.timesteps, self.alpha_bar), self.meta
+    indices: Any
+    timesteps: Any
+    alpha_bar: Any
+    alpha: Any
+    sigma: Any
+    log_snr: Any
+    meta_box: _Untraced = struct.field(pytree_node=False)
 
     @classmethod
-    def tree_unflatten(cls, meta, leaves):
-        obj = object.__new__(cls)
-        obj.indices, obj.timesteps, obj.alpha_bar = leaves
-        obj.meta = meta
-        return obj
+    def create(cls, indices, timesteps, alpha_bar, meta: ScheduleMeta) -> "Schedule":
+        """A schedule from its index, timestep and alpha-bar paths (not validated; see
+        :meth:`validate`); the float64 step tables are derived from ``alpha_bar``."""
+        alpha_bar = np.asarray(alpha_bar, np.float64)
+        return cls(indices, timesteps, alpha_bar, *step_tables(alpha_bar), _Untraced(meta))
 
-    def __setattr__(self, name, value):
-        if name in getattr(self, "__dict__", {}):
-            raise AttributeError("Schedule is immutable")
-        object.__setattr__(self, name, value)
+    @property
+    def meta(self) -> ScheduleMeta:
+        return self.meta_box.value
+
+    def __eq__(self, other):
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return self.meta == other.meta and np.array_equal(np.asarray(self.indices), np.asarray(other.indices))
+
+    __hash__ = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -113,7 +142,7 @@ class Schedule:
         _check_indices(idx, grid.K)
         idx = idx.astype(np.int32)
         ts = np.where(idx >= 0, grid.timesteps[np.maximum(idx, 0)], -1).astype(np.int32)
-        ab = grid.alpha_bar_ext[idx + 1].astype(np.float64)
+        ab = grid.alpha_bar_ext[idx + 1]
         meta = ScheduleMeta(
             method=method,
             K=grid.K,
@@ -122,7 +151,7 @@ class Schedule:
             tau=None if tau is None else float(tau),
             info=dict(info or {}),
         )
-        return cls(idx, ts, ab, meta)
+        return cls.create(idx, ts, ab, meta)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -202,12 +231,7 @@ class Schedule:
 
     def save(self, path) -> Path:
         """Writes readable JSON (atomically: temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict, grid: NoiseSchedule | None = None, *, source: str = "schedule") -> "Schedule":
@@ -235,7 +259,7 @@ class Schedule:
             raise ScheduleError(f"{source}: malformed field: {e}") from e
         if "nfe" in d and int(d["nfe"]) != idx.size - 1:
             raise ScheduleError(f"{source}: 'nfe' is {d['nfe']} but indices describe {idx.size - 1} steps")
-        sched = cls(idx.astype(np.int32), ts.astype(np.int32), ab, meta)
+        sched = cls.create(idx.astype(np.int32), ts.astype(np.int32), ab, meta)
         try:
             return sched.validate(grid)
         except ScheduleError as e:

@@ -1,0 +1,72 @@
+"""Files: JSON reading with errors that name the file, atomic writes, SHA-256 checksums.
+
+Every file the library writes (schedules, sampling-job shards and manifests, model
+configs, CLI outputs) goes through :func:`atomic_write`: the bytes land in a temporary
+sibling that is renamed over the target only once complete, so an interruption never
+leaves a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_json", "atomic_write", "temporary_sibling", "write_json", "sha256_bytes", "sha256_file", "TMP_SUFFIX"]
+
+TMP_SUFFIX = ".tmp"
+
+
+def read_json(path, error: type[Exception]):
+    """Parses ``path``; a truncated or corrupted file raises ``error`` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON (truncated or corrupted?): {e}") from None
+
+
+def temporary_sibling(path) -> Path:
+    """A fresh, empty file next to ``path`` (same directory, so a rename is atomic), named
+    ``.<name>.<random>.tmp``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Writes ``data`` to ``path`` through a temporary sibling and a rename.
+
+    The parent directory is created if needed.  On any failure the temporary file is
+    removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path, obj: Any) -> Path:
+    """Readable JSON (one space indent), written with :func:`atomic_write`."""
+    return atomic_write(path, json.dumps(obj, indent=1) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

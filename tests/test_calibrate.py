@@ -98,3 +98,57 @@ def test_chunked_calibration_gives_the_same_schedule(mixture, grid, calib_noise)
     b = R.calibrate(mixture, grid, calib_noise, 8, chunk_size=50)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert a.tau == b.tau
+
+
+def test_nan_gradient_is_caught_not_taken_as_finished(mixture, grid, calib_noise):
+    """eps is finite but its input gradient is NaN below timestep 300: the indicator is NaN,
+    which fails the step rule's comparisons; it must be reported, not snapped to clean data."""
+
+    @jax.custom_vjp
+    def nan_grad(x):
+        return x
+
+    # NaN wherever a cotangent arrives (jnp.where sends zeros to the unselected rows)
+    nan_grad.defvjp(lambda x: (x, None), lambda _, g: (jnp.where(g != 0, jnp.nan, g),))
+
+    def model(x, t):
+        eps = mixture(x, t)
+        return jnp.where((t < 300)[:, None], nan_grad(eps), eps)
+
+    sched = R.baseline_schedule(grid, 8, "uniform")
+    assert np.all(np.isfinite(np.asarray(R.rbe_sample(model, calib_noise, sched))))  # eps itself is fine
+    res = R.adaptive_paths(model, grid, calib_noise[:16], 0.3)
+    assert np.all(np.asarray(res.nonfinite_step) >= 0)
+    assert np.all(np.asarray(grid.timesteps)[np.asarray(res.nonfinite_index)] < 300)
+    with pytest.raises(FloatingPointError, match=r"NaN/Inf during calibration.*training timestep (\d+)\)") as e:
+        R.calibrate(model, grid, calib_noise, 8)
+    assert int(str(e.value).split("training timestep ")[1].split(")")[0]) < 300
+
+
+def test_calibrate_traces_the_model_at_most_twice_and_compiles_once(mixture, grid, calib_noise):
+    """The search (sub-batch) and the final run (whole batch) are the two shapes; the step
+    cap and tau are traced values, so other NFEs and a second call reuse the compilation."""
+    traces = []
+
+    def model(x, t):
+        traces.append(x.shape)  # trace time only
+        return mixture(x, t)
+
+    m = R.as_model(model)
+    R.calibrate(m, grid, calib_noise, 8)
+    assert len(traces) <= 2, traces
+    n = len(traces)
+    for nfe in (5, 12):
+        R.calibrate(m, grid, calib_noise, nfe)
+    R.calibrate(m, grid, calib_noise, 6, tau=0.5)
+    assert len(traces) == n, traces
+
+
+def test_calibrate_progress_bar_and_callback(mixture, grid, calib_noise, capsys):
+    seen = []
+    s = R.calibrate(mixture, grid, calib_noise, 8, progress=seen.append)
+    assert len(seen) == s.info["search_runs"] + 1 and {"tau", "mean_nfe", "exact"} <= set(seen[0])
+    R.calibrate(mixture, grid, calib_noise, 8, progress=True)
+    err = capsys.readouterr().err
+    runs = s.info["search_runs"] + 1
+    assert f"{runs}/{runs}" in err and "calibrating RBE, nfe=8" in err

@@ -15,6 +15,7 @@ def gaussian_case(linear):
 
 
 def _errors(linear, gaussian_case, solver, kind, ns_steps):
+    solver = R.solvers.get_solver(solver)
     mean, std = gaussian_case
     with jax.enable_x64(True):
         gm = R.testing.GaussianMixture.create([1.0], mean[None], std[None], linear, dtype=jnp.float64)
@@ -31,14 +32,16 @@ def _errors(linear, gaussian_case, solver, kind, ns_steps):
 def test_ddim_converges_at_first_order(linear, gaussian_case, kind):
     e = _errors(linear, gaussian_case, "ddim", kind, [20, 40, 80])
     ratios = e[:-1] / e[1:]
-    assert np.all((ratios > 1.7) & (ratios < 2.3)), ratios
+    assert R.ddim().order == 1
+    assert np.all((ratios > 1.7) & (ratios < 2.3)), ratios  # 2 ** order per doubling
 
 
 @pytest.mark.parametrize("kind", ["logsnr", "uniform"])
 def test_dpmpp2m_converges_at_second_order(linear, gaussian_case, kind):
     e = _errors(linear, gaussian_case, "dpmpp2m", kind, [20, 40, 80])
     ratios = e[:-1] / e[1:]
-    assert np.all(ratios > 3.2), ratios
+    assert R.dpmpp2m().order == 2
+    assert np.all(ratios > 3.2), ratios  # 2 ** order = 4 per doubling
     assert e[-1] < _errors(linear, gaussian_case, "ddim", kind, [80])[0] / 10
 
 
@@ -109,3 +112,127 @@ def test_bad_inputs(mixture, grid, noise8):
         R.rbe_sample(mixture, jnp.ones((3, 7)), sched)
     with pytest.raises(ValueError, match="returned shape"):
         R.rbe_sample(lambda x, t: jnp.sum(x, axis=1), noise8, sched)
+
+
+def _counting(mixture):
+    traces = []
+
+    def model(x, t):
+        traces.append(1)  # runs at trace time only
+        return mixture(x, t)
+
+    return model, traces
+
+
+def test_eager_calls_compile_once(mixture, grid, noise8):
+    """No user-side jax.jit: the second call with the same shapes reuses the compiled scan,
+    whatever the schedule's values and however the solver was obtained."""
+    model, traces = _counting(mixture)
+    m = R.as_model(model)
+    R.rbe_sample(m, noise8, R.baseline_schedule(grid, 10, "uniform"), R.dpmpp2m())
+    first = len(traces)
+    assert first == 1
+    for kind in ("quadratic", "logsnr"):
+        R.rbe_sample(m, noise8 * 0.5, R.baseline_schedule(grid, 10, kind), "dpmpp2m")
+    assert len(traces) == first
+    R.rbe_sample(m, noise8, R.baseline_schedule(grid, 10, "uniform"), R.dpmpp2m(lower_order_final=True))
+    assert len(traces) == first + 1  # another solver: one more compilation
+
+
+class _CallableObject:
+    """A callable that is not a pytree and not hashable (it defines __eq__ only)."""
+
+    def __init__(self, mixture):
+        self.mixture = mixture
+
+    def __eq__(self, other):
+        return isinstance(other, _CallableObject)
+
+    def __call__(self, x, t):
+        return self.mixture(x, t)
+
+
+def test_any_callable_model(mixture, grid, noise8):
+    import functools
+
+    sched = R.baseline_schedule(grid, 6, "quadratic")
+    want = np.asarray(R.rbe_sample(mixture, noise8, sched))
+    for model in (
+        jax.jit(lambda x, t: mixture(x, t)),
+        _CallableObject(mixture),
+        functools.partial(lambda gm, x, t: gm(x, t), mixture),
+    ):
+        np.testing.assert_allclose(R.rbe_sample(model, noise8, sched), want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(jax.jit(R.rbe_sample)(R.as_model(model), noise8, sched), want, rtol=1e-6, atol=1e-6)
+        paths = R.adaptive_paths(model, grid, noise8[:8], 0.3)
+        assert bool(np.all(np.asarray(paths.finished)))
+
+
+def test_model_errors_propagate_with_their_own_message(grid, noise8):
+    def broken(x, t):
+        raise RuntimeError("weights not loaded")
+
+    sched = R.baseline_schedule(grid, 3, "uniform")
+    with pytest.raises(RuntimeError, match="weights not loaded"):
+        R.rbe_sample(broken, noise8, sched)
+    with pytest.raises(RuntimeError, match="weights not loaded"):
+        R.calibrate(broken, grid, noise8, 3)
+    with pytest.raises(ValueError, match="eps must be floating point"):
+        R.rbe_sample(lambda x, t: jnp.zeros(x.shape, jnp.int32), noise8, sched)
+
+
+def test_check_finite_names_sample_step_and_timestep(mixture, grid, noise8):
+    sched = R.baseline_schedule(grid, 5, "uniform")
+    t_bad = int(sched.timesteps[2])
+
+    def model(x, t):  # NaN for the samples 3.. at the third step only
+        eps = mixture(x, t)
+        rows = (jnp.arange(x.shape[0]) >= 3)[:, None] & (t[:, None] == t_bad)
+        return jnp.where(rows, jnp.nan, eps)
+
+    x = R.rbe_sample(model, noise8, sched)  # off by default: no host read
+    assert np.isnan(np.asarray(x)[3:]).all()
+    with pytest.raises(FloatingPointError, match=rf"sample 3 at step 2, grid index {int(sched.indices[2])} \(training timestep {t_bad}\); 61 of 64"):
+        R.rbe_sample(model, noise8, sched, check_finite=True)
+    with pytest.raises(ValueError, match="outside jax.jit"):
+        jax.jit(lambda n: R.rbe_sample(mixture, n, sched, check_finite=True))(noise8)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_noise_and_model(mixture, grid, noise8, dtype):
+    """Low-precision noise with a float32 model, and with a low-precision model: the carry
+    keeps the noise's dtype and the samples stay within a few ulps of float32 sampling of
+    the same (rounded) noise.  The mixture is sharp, so a sample near a boundary between
+    components may flip: the typical (median, 90th percentile) error is what is bounded."""
+    sched = R.baseline_schedule(grid, 10, "quadratic")
+    noise = noise8.astype(dtype)
+    want = np.asarray(R.rbe_sample(mixture, noise.astype(jnp.float32), sched, R.dpmpp2m()))
+    ulp = float(jnp.finfo(dtype).eps)
+    low = jax.tree_util.tree_map(lambda a: a.astype(dtype), mixture)
+    for model in (mixture, low):
+        x = R.rbe_sample(model, noise, sched, R.dpmpp2m())
+        assert x.dtype == dtype
+        err = np.sqrt(np.mean((np.asarray(x, np.float32) - want) ** 2, axis=1))
+        assert np.all(np.isfinite(err))
+        assert np.median(err) < 2 * ulp and np.percentile(err, 90) < 10 * ulp, (np.median(err), np.percentile(err, 90))
+
+
+def test_step_tables_are_float64_and_exact_near_data(grid):
+    """In bfloat16 the grid's first alpha-bar (0.9999) rounds to exactly 1; the schedule's
+    sigma comes from a float64 table instead, and cast once it stays > 0."""
+    sched = R.baseline_schedule(grid, 20, "quadratic")
+    ab = np.asarray(sched.alpha_bar, np.float64)
+    assert sched.sigma.dtype == np.float64
+    np.testing.assert_allclose(sched.sigma, np.sqrt(1.0 - ab), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(sched.alpha, np.sqrt(ab), rtol=1e-15)
+    assert np.isinf(sched.log_snr[-1]) and sched.sigma[-1] == 0.0
+    assert float(jnp.asarray(grid.alpha_bar[0], jnp.bfloat16)) == 1.0
+    assert float(jnp.asarray(sched.sigma[-2], jnp.bfloat16)) > 0.0
+
+
+def test_dpmpp2m_lower_order_final(mixture, grid, noise8):
+    sched = R.baseline_schedule(grid, 6, "logsnr")
+    a = np.asarray(R.rbe_sample(mixture, noise8, sched, R.dpmpp2m()))
+    b = np.asarray(R.rbe_sample(mixture, noise8, sched, R.dpmpp2m(lower_order_final=True)))
+    assert not np.allclose(a, b)
+    assert R.dpmpp2m() is R.dpmpp2m() and R.dpmpp2m(lower_order_final=True) is not R.dpmpp2m()

@@ -9,13 +9,17 @@ leaves a half-written file under the real name.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json", "atomic_write", "temporary_sibling", "write_json", "sha256_bytes", "sha256_file", "TMP_SUFFIX"]
+import numpy as np
+
+__all__ = ["read_json", "atomic_write", "atomic_write_all", "temporary_sibling", "write_json", "npz_bytes", "sha256_bytes", "sha256_file", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -43,15 +47,37 @@ def atomic_write(path, data: bytes | str) -> Path:
     The parent directory is created if needed.  On any failure the temporary file is
     removed and an existing ``path`` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    atomic_write_all({path: data})
+    return Path(path)
+
+
+def atomic_write_all(files: dict) -> None:
+    """Writes several files ``{path: bytes}`` so that either all of them are replaced or none:
+    every temporary sibling is written first, and only then are they renamed into place.
+    On a failure while writing, the temporaries are removed and no target is touched."""
+    tmps: dict[Path, Path] = {}
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmps[path] = temporary_sibling(path)
+            tmps[path].write_bytes(data.encode() if isinstance(data, str) else data)
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A byte-for-byte deterministic ``.npz`` (fixed zip timestamps, no pickles)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return buf.getvalue()
 
 
 def write_json(path, obj: Any) -> Path:

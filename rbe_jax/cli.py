@@ -3,14 +3,20 @@
     rbe-jax sample --nfe 10 --out samples.png
     rbe-jax calibrate --nfe 12 --out schedule.json
     rbe-jax train --workdir runs/digits --export my_model
-    rbe-jax info PATH
+    rbe-jax info digits | PATH
+
+Every output path is checked before any model call, and outputs are written under
+temporary names and renamed only once everything succeeded: a failed run leaves existing
+files untouched.  Errors are one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +45,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _guidance_weight(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -50,23 +66,26 @@ def _positive_float(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = _Parser(prog="rbe-jax", description="Fast diffusion sampling with the RBE schedule (JAX/Flax).")
+    p.add_argument("--version", action="version", version=f"rbe-jax {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{sample,calibrate,train,info}", parser_class=_Parser)
     sub.required = True
 
     s = sub.add_parser("sample", help="sample images from a model on a fixed schedule")
-    s.add_argument("--nfe", type=_positive_int, default=10, help="network evaluations (default 10)")
+    s.add_argument("--nfe", type=_positive_int, default=10, help="network evaluations (default 10; baselines up to the training length)")
     s.add_argument("--solver", choices=("ddim", "dpmpp2m"), default="ddim")
     s.add_argument("--schedule", default="rbe", help="rbe | uniform | quadratic | logsnr | FILE.json (default rbe)")
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
-    s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here")
+    s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
+    s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here (.npz)")
     s.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model; with --label, the shipped class-conditional one)")
     s.add_argument("--out-dir", default=None, help="sampling job: write numbered .npz shards and a manifest here (resumable)")
     s.add_argument("--batch", type=_positive_int, default=512, help="samples per shard with --out-dir (default 512)")
     s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
-    s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
+    s.add_argument("--guidance", type=_guidance_weight, default=0.0, help="classifier-free guidance weight w >= 0 (default 0)")
 
     c = sub.add_parser("calibrate", help="calibrate an RBE schedule of exactly --nfe steps")
     c.add_argument("--nfe", type=_positive_int, required=True)
@@ -75,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
+    c.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
+    c.add_argument("--guidance", type=_guidance_weight, default=0.0, help="classifier-free guidance weight w >= 0 (default 0)")
 
     t = sub.add_parser("train", help="train a U-Net on the digits data set (needs the train extra)")
     t.add_argument("--workdir", required=True, help="checkpoint directory; an interrupted run resumes from it")
@@ -87,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
     t.add_argument("--conditional", action="store_true", help="train a class-conditional model (label dropout 0.1)")
 
-    i = sub.add_parser("info", help="describe a model directory or a schedule JSON file")
-    i.add_argument("path")
+    i = sub.add_parser("info", help="describe a shipped model (digits, digits_cond), a model directory or a schedule file")
+    i.add_argument("path", help="a shipped model's name, a model directory or a schedule .json")
     return p
 
 
@@ -103,42 +124,52 @@ def _load(checkpoint, conditional: bool = False):
     return path, load_model_info(path), load_model(path)
 
 
-def _calibrate_with_progress(model, grid, info, nfe, n, seed, tau=None):
+def _calibrate(model, grid, info, nfe, n, seed, tau=None):
     import jax
-    from tqdm.auto import tqdm
 
     from .calibrate import calibrate
 
     noise = jax.random.normal(jax.random.key(seed), (n, *info.image_shape))
-    bar = tqdm(desc=f"calibrating RBE for nfe={nfe}", unit="run", file=sys.stderr, dynamic_ncols=True)
+    return calibrate(model, grid, noise, nfe, tau=tau, progress=True)
 
-    def progress(r):
-        bar.update(1)
-        bar.set_postfix(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"])
 
-    try:
-        return calibrate(model, grid, noise, nfe, tau=tau, progress=progress)
-    finally:
-        bar.close()
+def _guided_names(args) -> tuple[str, str]:
+    """File names of a guided RBE schedule: label-specific (cache) and label-agnostic (shipped)."""
+    w = f"w{args.guidance:g}"
+    return f"rbe_nfe{args.nfe}_label{args.label}_{w}_{args.solver}.json", f"rbe_nfe{args.nfe}_{w}.json"
 
 
 def _resolve_schedule(args, path, info, model):
+    from .cache import cached_schedule_path
     from .schedule import BASELINES, Schedule, baseline_schedule
 
     grid = info.default_grid
     if args.schedule in BASELINES:
-        if args.nfe > grid.K:
-            raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K}-point grid")
-        return baseline_schedule(grid, args.nfe, args.schedule)
+        T = info.noise_schedule.num_train_timesteps
+        if args.nfe > T:
+            raise CLIError(f"--nfe {args.nfe} exceeds the model's {T} training steps")
+        # beyond the calibration grid, reference runs use the full training schedule
+        return baseline_schedule(grid if args.nfe <= grid.K else info.noise_schedule, args.nfe, args.schedule)
     if args.schedule == "rbe":
         if args.nfe >= grid.K:
-            raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
-        shipped = path / "schedules" / f"rbe_nfe{args.nfe}.json"
-        if shipped.is_file() and args.label is None:
+            raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
+        if args.label is None:
+            shipped = path / "schedules" / f"rbe_nfe{args.nfe}.json"
+            if shipped.is_file():
+                return Schedule.load(shipped, grid)
+            _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; `rbe-jax calibrate --nfe {args.nfe} --out FILE` saves one)")
+            return _calibrate(model, grid, info, args.nfe, 256, 1234)
+        specific, agnostic = _guided_names(args)
+        cached = cached_schedule_path(path, specific)
+        if cached.is_file():
+            return Schedule.load(cached, grid)
+        shipped = path / "schedules" / agnostic
+        if shipped.is_file():
             return Schedule.load(shipped, grid)
-        why = "for a guided model" if args.label is not None else f"for nfe={args.nfe}"
-        _say(f"no shipped RBE schedule {why}: calibrating one now (256 samples; save it with `rbe-jax calibrate`)")
-        return _calibrate_with_progress(model, grid, info, args.nfe, 256, 1234)
+        _say(f"no RBE schedule yet for label {args.label}, guidance {args.guidance:g}, nfe={args.nfe}: calibrating one now (256 samples); cached at {cached}")
+        sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
+        sched.save(cached)
+        return sched
     f = Path(args.schedule)
     if f.suffix != ".json":
         raise CLIError(f"--schedule must be one of {', '.join(SCHEDULE_KINDS)} or a .json file, got {args.schedule!r}")
@@ -146,6 +177,27 @@ def _resolve_schedule(args, path, info, model):
     if sched.nfe != args.nfe:
         _say(f"note: {f} has {sched.nfe} steps; using them (--nfe {args.nfe} ignored)")
     return sched
+
+
+def _check_output(path, option: str, suffixes: tuple[str, ...]) -> Path:
+    """Validates an output path before any work: a known suffix, not a directory, and a
+    writable nearest existing ancestor (missing parent directories are created on write)."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise CLIError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+    if p.is_dir():
+        raise CLIError(f"{option} {path}: is a directory")
+    parent = p.parent.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: {parent} is not writable")
+    return p
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _conditioned(model, info, label, guidance):
@@ -164,8 +216,9 @@ def _conditioned(model, info, label, guidance):
     return ClassifierFreeGuidance(model=model, label=label, scale=float(guidance), null_label=num_classes)
 
 
-def save_grid_png(images, out, scale: int = 2) -> None:
-    """Writes ``images`` ``(N, H, W, C)`` in ``[-1, 1]`` as one PNG grid."""
+def grid_image_bytes(images, suffix: str = ".png", scale: int = 2) -> bytes:
+    """``images`` ``(N, H, W, C)`` in ``[-1, 1]`` as one image grid, encoded for ``suffix``
+    (``.png``, ``.jpg``)."""
     import numpy as np
     from PIL import Image
 
@@ -179,55 +232,92 @@ def save_grid_png(images, out, scale: int = 2) -> None:
         canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[k]
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    img.save(out)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG" if suffix.lower() == ".png" else "JPEG")
+    return buf.getvalue()
+
+
+def save_grid_png(images, out, scale: int = 2) -> None:
+    """Writes ``images`` ``(N, H, W, C)`` in ``[-1, 1]`` as one image grid (atomically)."""
+    from ._io import atomic_write
+
+    atomic_write(out, grid_image_bytes(images, Path(out).suffix, scale))
+
+
+def _batch_sharding(n: int):
+    """Split a batch over every local device when it divides evenly (a TPU host's cores)."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    if len(devices) < 2 or n % len(devices):
+        return None
+    return NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
 
 
 def cmd_sample(args) -> int:
     import jax
     import numpy as np
 
+    from ._io import atomic_write_all, npz_bytes
     from .sampler import rbe_sample
-    from .solvers import get_solver
 
     t0 = time.perf_counter()
+    if args.out_dir:
+        if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+            raise CLIError(f"--out-dir {args.out_dir}: is a file")
+    else:
+        out = _check_output(args.out, "--out", IMAGE_SUFFIXES)
+        npz = _check_output(args.npz, "--npz", (".npz",)) if args.npz else None
+        if npz is not None and npz.absolute() == out.absolute():
+            raise CLIError("--out and --npz name the same file")
     path, info, model = _load(args.checkpoint, conditional=args.label is not None)
     model = _conditioned(model, info, args.label, args.guidance)
     sched = _resolve_schedule(args, path, info, model)
     if args.out_dir:
         from .sample_job import sample_job
 
+        written = []
         m = sample_job(
             model, sched, args.n, args.batch, args.out_dir, image_shape=info.image_shape, seed=args.seed,
-            solver=args.solver, model_id=f"{path} label={args.label} guidance={args.guidance}",
+            solver=args.solver, sharding=_batch_sharding(args.batch), on_shard=written.append,
+            model_id=f"{path} label={args.label} guidance={args.guidance}",
         )
-        print(f"{args.out_dir}: {sum(v['count'] for v in m['shards'].values())}/{args.n} samples in {len(m['shards'])} shards ({time.perf_counter() - t0:.1f}s)")
+        done = sum(v["count"] for v in m["shards"].values())
+        print(
+            f"{args.out_dir}: {done}/{args.n} samples in {len(m['shards'])}/{m['num_shards']} shards; "
+            f"{len(written)} computed now, {len(m['shards']) - len(written)} already done and checked ({time.perf_counter() - t0:.1f}s)"
+        )
         return 0
     noise = jax.random.normal(jax.random.key(args.seed), (args.n, *info.image_shape))
-    x = jax.jit(rbe_sample)(model, noise, sched, get_solver(args.solver))
-    x = np.asarray(jax.block_until_ready(x))
-    if not np.all(np.isfinite(x)):
-        raise CLIError("the model produced NaN/Inf samples")
-    save_grid_png(x, args.out)
-    if args.npz:
-        np.savez(args.npz, samples=x, indices=np.asarray(sched.indices), timesteps=np.asarray(sched.timesteps), alpha_bar=np.asarray(sched.alpha_bar))
+    sharding = _batch_sharding(args.n)
+    if sharding is not None:
+        noise = jax.device_put(noise, sharding)
+    x = np.asarray(rbe_sample(model, noise, sched, args.solver, check_finite=True))
+    files = {out: grid_image_bytes(x, out.suffix)}
+    if npz is not None:
+        files[npz] = npz_bytes(samples=x, indices=np.asarray(sched.indices), timesteps=np.asarray(sched.timesteps), alpha_bar=np.asarray(sched.alpha_bar))
+    atomic_write_all(files)
     print(
-        f"wrote {args.out}: {args.n} samples, {sched.method} schedule, nfe={sched.nfe}, solver={args.solver}, "
+        f"wrote {', '.join(map(str, files))}: {args.n} samples, {sched.method} schedule, nfe={sched.nfe}, solver={args.solver}, "
         f"indices={np.asarray(sched.indices).tolist()} ({time.perf_counter() - t0:.1f}s)"
     )
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    path, info, model = _load(args.checkpoint)
+    out = _check_output(args.out, "--out", (".json",))
+    path, info, model = _load(args.checkpoint, conditional=args.label is not None)
+    model = _conditioned(model, info, args.label, args.guidance)
     grid = info.default_grid
     if args.nfe >= grid.K:
         raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
-    sched = _calibrate_with_progress(model, grid, info, args.nfe, args.n, args.seed, tau=args.tau)
-    sched.save(args.out)
+    sched = _calibrate(model, grid, info, args.nfe, args.n, args.seed, tau=args.tau)
+    sched.save(out)
     i = sched.info
     print(
-        f"wrote {args.out}: nfe={sched.nfe}, tau={sched.tau:.4g}, indices={list(map(int, sched.indices))}, "
+        f"wrote {out}: nfe={sched.nfe}, tau={sched.tau:.4g}, indices={list(map(int, sched.indices))}, "
         f"{i['samples_used']}/{i['batch']} samples ({i['aggregation']}), {i['search_runs']} search runs + 1 full run, "
         f"{i['calibration_evals']} batched forward+VJP passes"
     )
@@ -259,15 +349,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .checkpoint import load_model_info
+    from .checkpoint import PRETRAINED, load_model_info, pretrained_path
     from .schedule import Schedule
 
     p = Path(args.path)
+    if not p.exists() and args.path in PRETRAINED:
+        p = pretrained_path(args.path)
     if p.is_dir():
         info = load_model_info(p)
         out = dict(
             kind="model",
-            path=str(p),
+            path=str(p.absolute()),
             architecture=info.architecture,
             config=info.config.to_dict(),
             noise_schedule=info.noise_schedule_spec,
@@ -280,9 +372,9 @@ def cmd_info(args) -> int:
             out["schedules"] = sorted(f.name for f in sched_dir.glob("*.json"))
     elif p.is_file():
         s = Schedule.load(p)
-        out = dict(kind="schedule", path=str(p), **s.to_dict())
+        out = dict(kind="schedule", path=str(p.absolute()), **s.to_dict())
     else:
-        raise FileNotFoundError(f"no such file or directory: {p}")
+        raise FileNotFoundError(f"no such file or directory: {p} (shipped models: {', '.join(PRETRAINED)})")
     print(json.dumps(out, indent=1))
     return 0
 
@@ -298,7 +390,7 @@ def main(argv=None) -> int:
         msg = str(e)
         print(msg if msg.startswith("rbe-jax") else f"rbe-jax: error: {msg}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, FloatingPointError, ImportError) as e:
+    except (OSError, ValueError, TypeError, FloatingPointError, ImportError, RuntimeError) as e:
         print(f"rbe-jax: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,15 +10,13 @@ shard whose file matches its recorded checksum.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Callable
 
 import jax
 import numpy as np
 
-from ._io import TMP_SUFFIX, atomic_write, read_json, sha256_bytes, sha256_file, write_json
+from ._io import TMP_SUFFIX, atomic_write, npz_bytes, read_json, sha256_bytes, sha256_file, write_json
 from .models import prepare_model
 from .sampler import rbe_sample
 from .schedule import Schedule
@@ -32,17 +30,6 @@ FORMAT = "rbe_jax.sample_job"
 
 class JobError(ValueError):
     """The output directory holds another job, or a shard is corrupted."""
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    """A byte-for-byte deterministic ``.npz`` (fixed zip timestamps, no pickles)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
-    return buf.getvalue()
 
 
 def sample_job(
@@ -135,7 +122,7 @@ def sample_job(
                 raise FloatingPointError(f"shard {i}: {e}") from None
             x = np.asarray(x)[:count]
             name = f"shard_{i:05d}.npz"
-            data = _npz_bytes(samples=x, index=np.arange(i * batch, i * batch + count))
+            data = npz_bytes(samples=x, index=np.arange(i * batch, i * batch + count))
             atomic_write(out / name, data)
             shards[str(i)] = dict(file=name, count=count, sha256=sha256_bytes(data))
             write_json(mpath, dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0])))))

@@ -70,8 +70,6 @@ def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
     assert "model directory not found" in capsys.readouterr().err
     assert main(["sample", "--checkpoint", str(tiny_dir), "--schedule", "cosine", "--out", str(tmp_path / "x.png")]) == 2
     assert "--schedule must be one of" in capsys.readouterr().err
-    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "30", "--schedule", "uniform"]) == 2
-    assert "exceeds the model's 20-point grid" in capsys.readouterr().err
     foreign = R.baseline_schedule(R.NoiseSchedule.cosine(1000).respace(20), 4, "uniform").save(tmp_path / "f.json")
     assert main(["sample", "--checkpoint", str(tiny_dir), "--schedule", str(foreign), "--out", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
@@ -118,3 +116,98 @@ def test_conditional_sampling_with_guidance(tiny_cond_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(tiny_cond_dir), "--label", "12", "--out", str(tmp_path / "g.png")]) == 2
     assert "--label must be in [0, 9]" in capsys.readouterr().err
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_output_paths_are_checked_before_any_work(tiny_dir, tmp_path, capsys):
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"precious")
+    (tmp_path / "afile").write_text("x")
+    a_dir = tmp_path / "dir.png"
+    a_dir.mkdir()
+    missing_model = str(tmp_path / "no_model")  # an error about it would mean work began
+    cases = [
+        (["--out", str(tmp_path / "noext")], "must end in .png"),
+        (["--out", str(a_dir)], "is a directory"),
+        (["--out", str(keep), "--npz", str(tmp_path / "afile" / "x.npz")], "is not a directory"),
+        (["--out", str(keep), "--npz", str(tmp_path / "x.txt")], "must end in .npz"),
+        (["--out", str(keep), "--npz", str(keep)], "must end in .npz"),
+    ]
+    for extra, msg in cases:
+        assert main(["sample", "--checkpoint", missing_model, *extra]) == 2
+        assert msg in _one_line(capsys)
+    assert main(["calibrate", "--checkpoint", missing_model, "--nfe", "3", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "must end in .json" in _one_line(capsys)
+    assert keep.read_bytes() == b"precious"
+
+
+def test_a_failed_run_leaves_existing_files_untouched(tiny_dir, tmp_path, capsys, monkeypatch):
+    import rbe_jax.sampler
+
+    keep, npz = tmp_path / "keep.png", tmp_path / "new" / "x.npz"
+    keep.write_bytes(b"precious")
+
+    def fails(*a, **k):
+        raise FloatingPointError("NaN/Inf during sampling: first for sample 0 at step 1")
+
+    monkeypatch.setattr(rbe_jax.sampler, "rbe_sample", fails)
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "2", "--schedule", "uniform", "--n", "2", "--out", str(keep), "--npz", str(npz)]) == 1
+    assert "NaN/Inf during sampling" in _one_line(capsys)
+    assert keep.read_bytes() == b"precious" and not npz.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.undo()
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "2", "--schedule", "uniform", "--n", "2", "--out", str(keep), "--npz", str(npz)]) == 0
+    assert keep.read_bytes() != b"precious" and np.load(npz)["samples"].shape == (2, 8, 8, 1)  # missing folder created
+
+
+@pytest.mark.parametrize("w", ["nan", "inf", "-5", "-0.1"])
+def test_guidance_must_be_finite_and_non_negative(w, capsys):
+    assert main(["sample", "--label", "3", "--guidance", w]) == 2
+    assert "--guidance: must be a finite number >= 0" in _one_line(capsys)
+
+
+def test_version_and_info_of_shipped_models(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rbe-jax {R.__version__}"
+    from rbe_jax.checkpoint import pretrained_path
+
+    for name in ("digits", "digits_cond"):
+        assert main(["info", name]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["kind"] == "model" and out["path"] == str(pretrained_path(name).absolute())
+    assert main(["info", "no_such_model"]) == 1
+    assert "shipped models: digits, digits_cond" in _one_line(capsys)
+
+
+def test_reference_runs_up_to_the_training_length(tiny_dir, tmp_path, capsys):
+    npz = tmp_path / "ref.npz"
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "1000", "--schedule", "uniform", "--n", "1", "--out", str(tmp_path / "r.png"), "--npz", str(npz)]) == 0
+    idx = np.load(npz)["indices"]
+    assert len(idx) == 1001 and idx[0] == 999 and idx[-1] == -1
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "1001", "--schedule", "uniform"]) == 2
+    assert "exceeds the model's 1000 training steps" in _one_line(capsys)
+
+
+def test_guided_schedules_are_calibrated_once_and_cached(tiny_cond_dir, tmp_path, capsys, monkeypatch):
+    from rbe_jax.cache import cached_schedule_path
+
+    monkeypatch.setenv("RBE_JAX_CACHE", str(tmp_path / "cache"))
+    argv = ["sample", "--checkpoint", str(tiny_cond_dir), "--nfe", "4", "--n", "2", "--label", "3", "--guidance", "1.5", "--out", str(tmp_path / "g.png")]
+    assert main(argv) == 0
+    assert "calibrating" in capsys.readouterr().err
+    cached = cached_schedule_path(tiny_cond_dir, "rbe_nfe4_label3_w1.5_ddim.json")
+    assert cached.is_file() and R.Schedule.load(cached).nfe == 4
+    assert main(argv) == 0
+    assert "calibrating" not in capsys.readouterr().err  # the second identical call reuses it
+    out = tmp_path / "c.json"
+    assert main(["calibrate", "--checkpoint", str(tiny_cond_dir), "--nfe", "4", "--n", "16", "--label", "3", "--guidance", "1.5", "--out", str(out)]) == 0
+    assert R.Schedule.load(out).nfe == 4
+    capsys.readouterr()
+    assert main(["calibrate", "--checkpoint", str(tiny_cond_dir), "--nfe", "4", "--out", str(out), "--guidance", "2"]) == 2
+    assert "--guidance needs --label" in _one_line(capsys)

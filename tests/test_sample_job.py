@@ -71,7 +71,8 @@ def test_cli_sampling_job(tmp_path, tiny_dir, capsys):
     out = tmp_path / "job"
     args = ["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "uniform", "--n", "5", "--batch", "2", "--out-dir", str(out)]
     assert main(args) == 0
-    assert "5/5 samples in 3 shards" in capsys.readouterr().out
+    assert "5/5 samples in 3/3 shards; 3 computed now, 0 already done" in capsys.readouterr().out
     first = _files(out)
     assert main(args) == 0 and _files(out) == first
+    assert "3 shards; 0 computed now, 3 already done and checked" in capsys.readouterr().out  # a resumed run says it skipped
 

@@ -12,7 +12,7 @@ def test_sharded_equals_unsharded():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "SHARDED OK" in out.stdout
+    assert "SHARDED OK" in out.stdout and "SHIPPED MODEL SHARDED OK" in out.stdout
 
 
 def _free_port():

@@ -35,3 +35,31 @@ c1 = R.calibrate(gm, grid, noise, 8)
 c2 = R.calibrate(gm, grid, sharded, 8)
 assert c1.indices.tolist() == c2.indices.tolist() and c1.tau == c2.tau
 print("SHARDED OK")
+
+# --- the shipped model (restored from its checkpoint) with a batch sharded over the mesh
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rbe_jax.checkpoint import load_model_info, pretrained_path  # noqa: E402
+
+info = load_model_info(pretrained_path("digits"))
+dgrid = info.default_grid
+model = R.load_pretrained("digits")
+x = jax.random.normal(jax.random.key(1), (8, *info.image_shape))
+xs = jax.device_put(x, sharding)
+sched = R.Schedule.load(pretrained_path("digits") / "schedules" / "rbe_nfe5.json", dgrid)
+want = np.asarray(R.rbe_sample(model, x, sched))
+for name, out in (
+    ("jit", jax.jit(R.rbe_sample)(model, xs, sched)),
+    ("eager", R.rbe_sample(model, xs, sched)),
+    ("eager, model committed to device 0", R.rbe_sample(R.load_pretrained("digits", sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])), xs, sched)),
+    ("model replicated with sharding=", jax.jit(R.rbe_sample)(R.load_pretrained("digits", sharding=NamedSharding(sharding.mesh, P())), xs, sched)),
+):
+    assert out.sharding.is_equivalent_to(sharding, out.ndim), (name, out.sharding)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4, err_msg=name)
+c = R.calibrate(model, dgrid, xs, 4, search_samples=8)
+assert c.nfe == 4 and c.indices.tolist() == R.calibrate(model, dgrid, x, 4, search_samples=8).indices.tolist()
+with tempfile.TemporaryDirectory() as d:
+    m = R.sample_job(model, sched, 12, 8, d, image_shape=info.image_shape, sharding=sharding, progress=False)
+    assert len(m["shards"]) == 2 and all((Path(d) / v["file"]).is_file() for v in m["shards"].values())
+print("SHIPPED MODEL SHARDED OK")

@@ -10,7 +10,6 @@ an uninterrupted run would take.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -20,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ._io import read_json, write_json
 from .noise import NoiseSchedule
 
 __all__ = ["TrainConfig", "TrainState", "make_optimizer", "make_train_step", "init_state", "train"]
@@ -156,11 +156,11 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "train_config.json"
     if cfg_path.exists():
-        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        saved = TrainConfig.from_dict(read_json(cfg_path, ValueError))
         if saved != cfg:
             raise ValueError(f"{workdir} holds a run with another config: {saved} (delete it or use the same config)")
     else:
-        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=1))
+        write_json(cfg_path, cfg.to_dict())
     graphdef, state = init_state(model, cfg)
     mngr = ocp.CheckpointManager(
         workdir / "checkpoints",

@@ -131,3 +131,24 @@ def test_config_problems_are_named(saved, edit, msg):
     _edit_config(path, edit)
     with pytest.raises(CheckpointError, match=msg):
         load_model(path)
+
+
+def test_restored_arrays_are_uncommitted_unless_a_sharding_is_given(saved):
+    _, path = saved
+    leaves = jax.tree_util.tree_leaves(nnx.state(R.load_model(path), nnx.Param))
+    assert leaves and not any(a.committed for a in leaves)  # jit may place them next to any batch
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    leaves = jax.tree_util.tree_leaves(nnx.state(R.load_model(path, sharding=dev), nnx.Param))
+    assert all(a.committed and a.sharding == dev for a in leaves)
+    with pytest.raises(TypeError, match="sharding must be a jax.sharding.Sharding"):
+        R.load_model(path, sharding="cpu")
+
+
+def test_import_is_light():
+    """`import rbe_jax` loads neither the U-Net, Flax NNX, training, Orbax nor Pillow."""
+    import subprocess
+    import sys
+
+    code = "import sys, rbe_jax; print(sorted(m for m in ('rbe_jax.nets', 'rbe_jax.train', 'flax.nnx', 'optax', 'orbax.checkpoint', 'PIL', 'tqdm', 'diffrax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

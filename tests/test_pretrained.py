@@ -65,3 +65,32 @@ def test_shipped_conditional_model_follows_its_labels():
     samples = np.asarray(jax.jit(R.rbe_sample)(guided, noise, R.baseline_schedule(info.default_grid, 10, "uniform")))
     pred = clf.features_and_probs(samples)[1].argmax(1)
     assert np.mean(pred == labels) >= 0.8
+
+
+def test_shipped_model_in_bfloat16_matches_float32():
+    """bfloat16 parameters and noise: finite samples in bfloat16, close to float32 sampling
+    of the same (rounded) noise on the shipped RBE schedule."""
+    from flax import nnx
+
+    path = pretrained_path("digits")
+    grid = load_model_info(path).default_grid
+    sched = R.Schedule.load(path / "schedules" / "rbe_nfe10.json", grid)
+    model = R.load_pretrained("digits")
+    graphdef, state = nnx.split(model)
+    low = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a.astype(jax.numpy.bfloat16) if a.dtype == np.float32 else a, state))
+    noise = jax.random.normal(jax.random.key(5), (16, 16, 16, 1)).astype(jax.numpy.bfloat16)
+    want = np.asarray(R.rbe_sample(model, noise.astype(np.float32), sched, R.dpmpp2m()))
+    x = R.rbe_sample(low, noise, sched, R.dpmpp2m(), check_finite=True)
+    assert x.dtype == jax.numpy.bfloat16
+    err = np.sqrt(np.mean((np.asarray(x, np.float32) - want) ** 2))
+    assert err < 0.05, err  # pixel range [-1, 1]; bfloat16 keeps ~3 significant digits
+
+
+def test_shipped_guided_schedules():
+    path = pretrained_path("digits_cond")
+    grid = load_model_info(path).default_grid
+    names = sorted(f.name for f in (path / "schedules").glob("*.json"))
+    assert {f"rbe_nfe{n}_w2.json" for n in (5, 8, 10, 15, 20)} | {"rbe_nfe10_w1.json", "rbe_nfe10_w4.json"} <= set(names)
+    for name in names:
+        s = R.Schedule.load(path / "schedules" / name, grid)
+        assert s.method == "rbe" and f"rbe_nfe{s.nfe}_w{s.info['guidance']:g}.json" == name

@@ -1,3 +1,4 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,16 +33,15 @@ def _errors(linear, gaussian_case, solver, kind, ns_steps):
 def test_ddim_converges_at_first_order(linear, gaussian_case, kind):
     e = _errors(linear, gaussian_case, "ddim", kind, [20, 40, 80])
     ratios = e[:-1] / e[1:]
-    assert R.ddim().order == 1
-    assert np.all((ratios > 1.7) & (ratios < 2.3)), ratios  # 2 ** order per doubling
+    want = 2.0 ** R.ddim().order  # error ratio per doubling of the steps
+    assert np.all((ratios > 0.85 * want) & (ratios < 1.15 * want)), ratios
 
 
 @pytest.mark.parametrize("kind", ["logsnr", "uniform"])
 def test_dpmpp2m_converges_at_second_order(linear, gaussian_case, kind):
     e = _errors(linear, gaussian_case, "dpmpp2m", kind, [20, 40, 80])
     ratios = e[:-1] / e[1:]
-    assert R.dpmpp2m().order == 2
-    assert np.all(ratios > 3.2), ratios  # 2 ** order = 4 per doubling
+    assert np.all(ratios > 0.8 * 2.0 ** R.dpmpp2m().order), ratios
     assert e[-1] < _errors(linear, gaussian_case, "ddim", kind, [80])[0] / 10
 
 
@@ -162,8 +162,8 @@ def test_any_callable_model(mixture, grid, noise8):
         _CallableObject(mixture),
         functools.partial(lambda gm, x, t: gm(x, t), mixture),
     ):
-        np.testing.assert_allclose(R.rbe_sample(model, noise8, sched), want, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(jax.jit(R.rbe_sample)(R.as_model(model), noise8, sched), want, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(R.rbe_sample(model, noise8, sched), want, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(jax.jit(R.rbe_sample)(R.as_model(model), noise8, sched), want, rtol=1e-6, atol=1e-6)
         paths = R.adaptive_paths(model, grid, noise8[:8], 0.3)
         assert bool(np.all(np.asarray(paths.finished)))
 
@@ -211,7 +211,8 @@ def test_low_precision_noise_and_model(mixture, grid, noise8, dtype):
     low = jax.tree_util.tree_map(lambda a: a.astype(dtype), mixture)
     for model in (mixture, low):
         x = R.rbe_sample(model, noise, sched, R.dpmpp2m())
-        assert x.dtype == dtype
+        chex.assert_type(x, dtype)
+        chex.assert_shape(x, noise.shape)
         err = np.sqrt(np.mean((np.asarray(x, np.float32) - want) ** 2, axis=1))
         assert np.all(np.isfinite(err))
         assert np.median(err) < 2 * ulp and np.percentile(err, 90) < 10 * ulp, (np.median(err), np.percentile(err, 90))

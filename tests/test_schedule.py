@@ -1,5 +1,7 @@
 import json
 
+import jax
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,14 @@ def test_schedule_is_immutable(grid):
     s = R.baseline_schedule(grid, 5, "uniform")
     with pytest.raises(AttributeError):
         s.indices = None
+
+
+def test_schedule_equality_is_real_but_never_keys_jit(grid, mixture, noise8):
+    a, b = R.baseline_schedule(grid, 6, "uniform"), R.baseline_schedule(grid, 6, "uniform")
+    q = R.baseline_schedule(grid, 6, "quadratic")
+    assert a == b and a.meta == b.meta and a != q and a.meta != q.meta
+    relabelled = R.Schedule.from_indices(grid, a.indices, method="custom", info={"note": "same steps"})
+    assert relabelled != a and relabelled.meta.info == {"note": "same steps"}
+    moved = jax.tree_util.tree_map(lambda v: v, relabelled)  # metadata travels with the pytree
+    assert moved.meta == relabelled.meta
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(q)  # one jit cache entry

@@ -24,7 +24,7 @@ from .noise import NoiseSchedule
 from .sampler import rbe_sample
 from .sample_job import sample_job
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
-from .solvers import Solver, StepTimes, ddim, dpmpp2m
+from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp3m, unipc
 from . import testing
 
 __version__ = "0.1.0"
@@ -56,6 +56,8 @@ __all__ = [
     "continuous_time_model",
     "ddim",
     "dpmpp2m",
+    "dpmpp3m",
+    "unipc",
     "field_coefficients",
     "load_model",
     "load_pretrained",

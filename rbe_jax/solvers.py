@@ -31,8 +31,11 @@ __all__ = [
     "SolverInit",
     "SolverStep",
     "DPMState",
+    "MultistepState",
     "ddim",
     "dpmpp2m",
+    "dpmpp3m",
+    "unipc",
     "get_solver",
     "ddim_update",
     "SOLVERS",
@@ -169,7 +172,151 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
     return Solver(name="dpmpp2m", init=init, step=step, order=2)
 
 
-SOLVERS: dict[str, Callable[[], Solver]] = {"ddim": ddim, "dpmpp2m": dpmpp2m}
+def _step_order(order: int, done: jax.Array, times: StepTimes, lower_order_final: bool) -> jax.Array:
+    """The order of a multistep method on this step: at most ``done + 1`` (the history it
+    has), 1 on the final step to clean data (``lambda = +inf``: the step returns x0), and
+    with ``lower_order_final`` at most the number of steps left before clean data."""
+    k = jnp.minimum(order, done + 1)
+    if lower_order_final:
+        k = jnp.minimum(k, jnp.maximum(times.remaining, 1))
+    return jnp.where(times.sigma_next <= 0.0, 1, k)
+
+
+class MultistepState(NamedTuple):
+    """Carry of the multistep solvers (DPM-Solver++(3M), UniPC): the last x0 predictions and
+    half-log-SNR values, newest first, and the previous point's sample and step order."""
+
+    x0s: jax.Array  # (2, B, ...): x0 at the previous point and the one before
+    lams: jax.Array  # (2,): lambda at those points
+    x_prev: jax.Array  # (B, ...) the previous sample (UniPC's corrector restarts from it)
+    sigma_prev: jax.Array  # sigma at the previous point
+    order_prev: jax.Array  # int32: the order of the previous step
+    done: jax.Array  # int32: steps taken so far
+
+
+def _multistep_init(x):
+    return MultistepState(
+        x0s=jnp.zeros((2, *x.shape), x.dtype),
+        lams=jnp.zeros((2,), x.dtype),
+        x_prev=jnp.zeros_like(x),
+        sigma_prev=jnp.ones((), x.dtype),
+        order_prev=jnp.zeros((), jnp.int32),
+        done=jnp.zeros((), jnp.int32),
+    )
+
+
+def _push(state: MultistepState, x0, x, times: StepTimes, order) -> MultistepState:
+    """The state after a step from the point ``times`` describes, where the sample was ``x``
+    and the model's x0 prediction ``x0``."""
+    return MultistepState(
+        x0s=jnp.stack([x0, state.x0s[0]]),
+        lams=jnp.stack([times.lam, state.lams[0]]).astype(state.lams.dtype),
+        x_prev=x,
+        sigma_prev=jnp.asarray(times.sigma, state.sigma_prev.dtype),
+        order_prev=jnp.asarray(order, jnp.int32),
+        done=state.done + 1,
+    )
+
+
+def _safe_div(a, b):
+    """``a / b`` with 0 where ``b == 0`` (unused branches of a jnp.where stay finite)."""
+    return a / jnp.where(b == 0, 1.0, b)
+
+
+@functools.cache
+def dpmpp3m(lower_order_final: bool = False) -> Solver:
+    """DPM-Solver++(3M) (Lu et al. 2022): third-order multistep in half-log-SNR, data
+    prediction.  Orders ramp up 1, 2, 3 as history accumulates; the final step to clean data
+    is first order (it returns x0).
+
+    Args:
+      lower_order_final: cap the order by the steps left before clean data (order 1 on the
+        step before the final one, 2 on the one before that), as DPM-Solver suggests for
+        fewer than 15 steps.
+    """
+
+    def step(state: MultistepState, x, eps, times: StepTimes):
+        x0 = _x0(x, eps, times)
+        k = _step_order(3, state.done, times, lower_order_final)
+        lam0, lam1, lam2 = times.lam, state.lams[0], state.lams[1]
+        m0, m1, m2 = x0, state.x0s[0], state.x0s[1]
+        h = jnp.where(k > 1, times.lam_next - lam0, 1.0)  # finite in the unused branches
+        em1 = jnp.expm1(-h)
+        r0, r1 = _safe_div(lam0 - lam1, h), _safe_div(lam1 - lam2, h)
+        d1_0, d1_1 = _safe_div(m0 - m1, r0), _safe_div(m1 - m2, r1)
+        d1 = d1_0 + _safe_div(r0, r0 + r1) * (d1_0 - d1_1)
+        d2 = _safe_div(d1_0 - d1_1, r0 + r1)
+        base = (times.sigma_next / times.sigma) * x - times.alpha_next * em1 * m0
+        second = base - 0.5 * times.alpha_next * em1 * d1_0
+        third = base + times.alpha_next * (em1 / h + 1.0) * d1 - times.alpha_next * ((em1 + h) / h**2 - 0.5) * d2
+        first = jnp.where(times.sigma_next <= 0.0, x0, _first_order(x, x0, times))
+        x_next = jnp.where(k >= 3, third, jnp.where(k == 2, second, first))
+        return x_next, _push(state, x0, x, times, k)
+
+    return Solver(name="dpmpp3m", init=_multistep_init, step=step, order=3)
+
+
+def _unipc_rhos_order2(r, b1, b2):
+    """Solves ``[[1, 1], [r, 1]] rho = [b1, b2]`` (UniPC's order-2 coefficients)."""
+    rho0 = _safe_div(b1 - b2, 1.0 - r)
+    return rho0, b1 - rho0
+
+
+def _unipc_b(hh, em1):
+    """UniPC's ``b`` vector for the B(h) = expm1(-h) ("bh2") variant: ``b_1, b_2`` with
+    ``hh = -h``."""
+    phi = em1 / hh - 1.0
+    b1 = phi / em1
+    b2 = (phi / hh - 0.5) * 2.0 / em1
+    return b1, b2
+
+
+@functools.cache
+def unipc(lower_order_final: bool = False, corrector: bool = True) -> Solver:
+    """UniPC (Zhao et al. 2023), the B(h) = expm1(-h) variant ("bh2"), data prediction:
+    an order-2 multistep predictor (UniP) and the UniC corrector, which corrects each new
+    point with the model evaluation that the next step makes there anyway, so the NFE are
+    unchanged and the order rises by one.
+
+    Orders ramp up 1, 2 as history accumulates; the final step to clean data is first
+    order (it returns x0) and is not corrected (no evaluation is made at clean data).
+
+    Args:
+      lower_order_final: cap the order by the steps left before clean data.
+      corrector: apply UniC (``False`` gives the plain UniP-2 predictor).
+    """
+
+    def step(state: MultistepState, x, eps, times: StepTimes):
+        x0 = _x0(x, eps, times)  # at the predicted (uncorrected) point: kept in the history
+        lam = times.lam
+        m0, m1 = state.x0s[0], state.x0s[1]
+        if corrector:  # UniC: correct x from the previous point, with the new x0
+            h = jnp.where(state.done > 0, lam - state.lams[0], 1.0)
+            hh = -h
+            em1 = jnp.expm1(hh)
+            base = (times.sigma / state.sigma_prev) * state.x_prev - times.alpha * em1 * m0
+            b1, b2 = _unipc_b(hh, em1)
+            d1_t = x0 - m0
+            one = base - times.alpha * em1 * 0.5 * d1_t
+            r = _safe_div(state.lams[1] - state.lams[0], h)
+            rho0, rho1 = _unipc_rhos_order2(r, b1, b2)
+            two = base - times.alpha * em1 * (rho0 * _safe_div(m1 - m0, r) + rho1 * d1_t)
+            corrected = jnp.where(state.order_prev >= 2, two, one)
+            x = jnp.where(state.done > 0, corrected, x)
+        k = _step_order(2, state.done, times, lower_order_final)
+        h = jnp.where(k > 1, times.lam_next - lam, 1.0)
+        em1 = jnp.expm1(-h)
+        r = _safe_div(state.lams[0] - lam, h)
+        base = (times.sigma_next / times.sigma) * x - times.alpha_next * em1 * x0
+        second = base - times.alpha_next * em1 * 0.5 * _safe_div(state.x0s[0] - x0, r)
+        first = jnp.where(times.sigma_next <= 0.0, x0, _first_order(x, x0, times))
+        x_next = jnp.where(k >= 2, second, first)
+        return x_next, _push(state, x0, x, times, k)
+
+    return Solver(name="unipc", init=_multistep_init, step=step, order=3 if corrector else 2)
+
+
+SOLVERS: dict[str, Callable[[], Solver]] = {"ddim": ddim, "dpmpp2m": dpmpp2m, "dpmpp3m": dpmpp3m, "unipc": unipc}
 
 
 def get_solver(solver) -> Solver:

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import nnx
 
 import rbe_jax as R

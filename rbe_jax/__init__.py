@@ -21,6 +21,7 @@ from .models import (
     continuous_time_model,
 )
 from .noise import NoiseSchedule
+from .optimize import optimize_schedule, reference_solution, schedule_error
 from .sampler import rbe_sample
 from .sample_job import sample_job
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
@@ -62,6 +63,9 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "one_step_field",
+    "optimize_schedule",
+    "reference_solution",
+    "schedule_error",
     "rbe_sample",
     "sample_job",
     "save_model",

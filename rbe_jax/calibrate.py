@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from ._batch import check_noise, place_model, raise_nonfinite
+from ._progress import progress_reporter
 from .adaptive import AdaptivePaths, adaptive_paths
 from .models import prepare_model
 from .noise import NoiseSchedule
@@ -155,7 +156,12 @@ def calibrate(
     max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
 
     runs: list[dict] = []
-    report, close = _progress_reporter(progress, nfe, total=1 if tau is not None else max_iters + 1)
+    report, close = progress_reporter(
+        progress,
+        total=1 if tau is not None else max_iters + 1,
+        desc=f"calibrating RBE, nfe={nfe}",
+        postfix=lambda r: dict(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"]),
+    )
 
     def run(t: float, x: jax.Array) -> dict:
         res = adaptive_paths(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
@@ -205,28 +211,6 @@ def calibrate(
         calibration_sample_evals=int(sum(r["sample_evals"] for r in runs)),
     )
     return Schedule.from_indices(grid, idx, method="rbe", tau=best["tau"], info=info)
-
-
-def _progress_reporter(progress, nfe: int, total: int):
-    """``(report, close)`` for :func:`calibrate`'s ``progress`` argument."""
-    if callable(progress):
-        return progress, lambda: None
-    if not progress:
-        return (lambda r: None), (lambda: None)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=f"calibrating RBE, nfe={nfe}", unit="run", dynamic_ncols=True)
-
-    def report(r):
-        bar.update(1)
-        bar.set_postfix(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"])
-
-    def close():
-        bar.total = bar.n  # the search stopped early: the bar ends full
-        bar.refresh()
-        bar.close()
-
-    return report, close
 
 
 def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> float:

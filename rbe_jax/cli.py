@@ -23,7 +23,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-SCHEDULE_KINDS = ("rbe", "uniform", "quadratic", "logsnr")
+SCHEDULE_KINDS = ("rbe", "optimized", "uniform", "quadratic", "logsnr", "karras")
+SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")
 
 
 class CLIError(Exception):
@@ -75,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample images from a model on a fixed schedule")
     s.add_argument("--nfe", type=_positive_int, default=10, help="network evaluations (default 10; baselines up to the training length)")
-    s.add_argument("--solver", choices=("ddim", "dpmpp2m"), default="ddim")
-    s.add_argument("--schedule", default="rbe", help="rbe | uniform | quadratic | logsnr | FILE.json (default rbe)")
+    s.add_argument("--solver", choices=SOLVER_NAMES, default="ddim")
+    s.add_argument("--schedule", default="rbe", help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default rbe)")
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
@@ -87,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
     s.add_argument("--guidance", type=_guidance_weight, default=0.0, help="classifier-free guidance weight w >= 0 (default 0)")
 
-    c = sub.add_parser("calibrate", help="calibrate an RBE schedule of exactly --nfe steps")
+    c = sub.add_parser("calibrate", help="calibrate a schedule of exactly --nfe steps (RBE, or optimized for a solver)")
     c.add_argument("--nfe", type=_positive_int, required=True)
+    c.add_argument("--method", choices=("rbe", "optimized"), default="rbe", help="rbe: the RBE rule (default); optimized: minimise --solver's error on the calibration noise")
+    c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver an optimized schedule is made for (default unipc)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
     c.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model)")
-    c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
+    c.add_argument("--n", type=_positive_int, default=None, help="calibration samples (default 256 for rbe, 64 for optimized)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
     c.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
@@ -133,6 +136,17 @@ def _calibrate(model, grid, info, nfe, n, seed, tau=None):
     return calibrate(model, grid, noise, nfe, tau=tau, progress=True)
 
 
+def _load_schedule(f: Path, info):
+    """A schedule file for this model: made on its calibration grid or on its full training
+    schedule (optimized schedules use every training step)."""
+    from .schedule import Schedule
+
+    sched = Schedule.load(f)
+    grids = (info.default_grid, info.noise_schedule)
+    grid = next((g for g in grids if g.fingerprint == sched.meta.grid_fingerprint), grids[0])
+    return sched.validate(grid)
+
+
 def _guided_names(args) -> tuple[str, str]:
     """File names of a guided RBE schedule: label-specific (cache) and label-agnostic (shipped)."""
     w = f"w{args.guidance:g}"
@@ -141,7 +155,7 @@ def _guided_names(args) -> tuple[str, str]:
 
 def _resolve_schedule(args, path, info, model):
     from .cache import cached_schedule_path
-    from .schedule import BASELINES, Schedule, baseline_schedule
+    from .schedule import BASELINES, baseline_schedule
 
     grid = info.default_grid
     if args.schedule in BASELINES:
@@ -156,24 +170,32 @@ def _resolve_schedule(args, path, info, model):
         if args.label is None:
             shipped = path / "schedules" / f"rbe_nfe{args.nfe}.json"
             if shipped.is_file():
-                return Schedule.load(shipped, grid)
+                return _load_schedule(shipped, info)
             _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; `rbe-jax calibrate --nfe {args.nfe} --out FILE` saves one)")
             return _calibrate(model, grid, info, args.nfe, 256, 1234)
         specific, agnostic = _guided_names(args)
         cached = cached_schedule_path(path, specific)
         if cached.is_file():
-            return Schedule.load(cached, grid)
+            return _load_schedule(cached, info)
         shipped = path / "schedules" / agnostic
         if shipped.is_file():
-            return Schedule.load(shipped, grid)
+            return _load_schedule(shipped, info)
         _say(f"no RBE schedule yet for label {args.label}, guidance {args.guidance:g}, nfe={args.nfe}: calibrating one now (256 samples); cached at {cached}")
         sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
         sched.save(cached)
         return sched
+    if args.schedule == "optimized":
+        shipped = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
+        if args.label is None and shipped.is_file():
+            return _load_schedule(shipped, info)
+        raise CLIError(
+            f"no shipped optimized schedule for nfe={args.nfe} and solver {args.solver}: make one with "
+            f"`rbe-jax calibrate --method optimized --solver {args.solver} --nfe {args.nfe} --out FILE.json` and pass --schedule FILE.json"
+        )
     f = Path(args.schedule)
     if f.suffix != ".json":
         raise CLIError(f"--schedule must be one of {', '.join(SCHEDULE_KINDS)} or a .json file, got {args.schedule!r}")
-    sched = Schedule.load(f, grid)
+    sched = _load_schedule(f, info)
     if sched.nfe != args.nfe:
         _say(f"note: {f} has {sched.nfe} steps; using them (--nfe {args.nfe} ignored)")
     return sched
@@ -307,13 +329,33 @@ def cmd_sample(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    import jax
+
     out = _check_output(args.out, "--out", (".json",))
     path, info, model = _load(args.checkpoint, conditional=args.label is not None)
     model = _conditioned(model, info, args.label, args.guidance)
+    if args.method == "optimized":
+        from .optimize import optimize_schedule
+
+        if args.tau is not None:
+            raise CLIError("--tau applies to --method rbe only")
+        grid = info.noise_schedule  # every training step is a candidate point
+        if args.nfe > grid.K:
+            raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K} training steps")
+        noise = jax.random.normal(jax.random.key(args.seed), (args.n or 64, *info.image_shape))
+        sched = optimize_schedule(model, grid, noise, args.nfe, args.solver, progress=True)
+        sched.save(out)
+        i = sched.info
+        print(
+            f"wrote {out}: optimized for {args.solver}, nfe={sched.nfe}, timesteps={list(map(int, sched.timesteps))}, "
+            f"RMSE to a {i['reference_steps']}-step solve on {i['batch']} calibration samples {i['rmse']:.4g} "
+            f"(best start: {i['start']}, {i['start_rmse']:.4g}); {i['model_evals']} model evaluations, {i['seconds']:.0f}s"
+        )
+        return 0
     grid = info.default_grid
     if args.nfe >= grid.K:
         raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
-    sched = _calibrate(model, grid, info, args.nfe, args.n, args.seed, tau=args.tau)
+    sched = _calibrate(model, grid, info, args.nfe, args.n or 256, args.seed, tau=args.tau)
     sched.save(out)
     i = sched.info
     print(

@@ -35,7 +35,7 @@ class ScheduleMeta:
 
     Attributes:
       method: how the schedule was made: ``"rbe"``, ``"uniform"``, ``"quadratic"``,
-        ``"logsnr"`` or ``"custom"``.
+        ``"logsnr"``, ``"karras"``, ``"optimized"`` or ``"custom"``.
       K: number of grid points; T: the model's training steps.
       grid_fingerprint: :attr:`NoiseSchedule.fingerprint` of the grid.
       tau: the backward-error threshold (RBE schedules), else ``None``.
@@ -344,7 +344,16 @@ def _logsnr(grid: NoiseSchedule, nfe: int) -> np.ndarray:
     return pos
 
 
-BASELINES = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr}
+def _karras(grid: NoiseSchedule, nfe: int, rho: float = 7.0) -> np.ndarray:
+    # EDM's sigma = sqrt((1 - abar) / abar) = exp(-lambda), spaced evenly in sigma^(1/rho)
+    sig = np.exp(-grid.log_snr)  # decreasing toward data (index 0)
+    lo, hi = sig[0] ** (1 / rho), sig[-1] ** (1 / rho)
+    targets = (hi + np.arange(nfe + 1) / nfe * (lo - hi)) ** rho
+    order = np.argsort(sig)
+    return np.interp(np.log(targets), np.log(sig[order]), order.astype(np.float64))
+
+
+BASELINES = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr, "karras": _karras}
 
 
 def baseline_schedule(grid: NoiseSchedule, nfe: int, kind: str = "uniform") -> Schedule:
@@ -358,7 +367,9 @@ def baseline_schedule(grid: NoiseSchedule, nfe: int, kind: str = "uniform") -> S
     - ``uniform``: evenly spaced grid indices (DDIM's uniform skip);
     - ``quadratic``: indices ``(K - 1) (1 - i / nfe)^2``, dense near the data (DDIM paper);
     - ``logsnr``: evenly spaced in half-log-SNR between the grid's ends (DPM-Solver's
-      ``logSNR`` skip), each snapped to the grid.
+      ``logSNR`` skip), each snapped to the grid;
+    - ``karras``: EDM's spacing (Karras et al. 2022), even in ``sigma^(1/7)`` with
+      ``sigma = sqrt((1 - abar) / abar)``, each snapped to the grid.
 
     Collisions after rounding are pushed apart so that the path stays strictly decreasing.
 

@@ -1,0 +1,221 @@
+"""Schedules made for one model and one solver: :func:`optimize_schedule`.
+
+The RBE rule bounds each step's backward error of first-order DDIM; what a user sees is the
+*global* error of the solver that finally runs on the schedule.  :func:`optimize_schedule`
+measures that directly: it solves the probability-flow ODE accurately for a batch of
+calibration noise (a dense reference solve), starts from the best of several candidate
+schedules judged by their global error on that batch, and then moves one point at a time
+along the grid (coordinate descent with shrinking moves), keeping a move only when the
+global error on the batch goes down.  It therefore never returns a schedule worse on the
+calibration batch than the best candidate.  Judge it on fresh noise: small gains can be
+overfitting to the calibration batch (``bench/schedules_compare.py`` does).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._batch import check_noise, place_model
+from ._progress import progress_reporter
+from .models import prepare_model
+from .noise import NoiseSchedule
+from .sampler import rbe_sample
+from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, strictly_decreasing_path
+from .solvers import Solver, dpmpp2m, get_solver
+
+__all__ = ["optimize_schedule", "reference_solution", "schedule_error"]
+
+
+def reference_solution(model, grid: NoiseSchedule, noise: jax.Array, steps: int | None = None) -> jax.Array:
+    """Accurate endpoints of the probability-flow ODE for ``noise``: DPM-Solver++(2M) on
+    ``steps`` (default ``min(K, 500)``) uniformly spaced points of ``grid``.  On a full
+    1,000-step training table this agrees with a float64 adaptive solve to about 1e-4 on the
+    exact Gaussian mixtures of ``rbe_jax.testing``."""
+    steps = min(grid.K, 500) if steps is None else check_nfe(steps, grid.K, "steps")
+    return rbe_sample(model, noise, baseline_schedule(grid, steps, "uniform"), dpmpp2m())
+
+
+def schedule_error(model, noise, reference, schedule: Schedule, solver, trim: float = 0.0) -> float:
+    """Root-mean-square error of sampling ``noise`` on ``schedule`` with ``solver`` against
+    ``reference`` endpoints, over every element of the samples kept: with ``trim > 0`` the
+    ``trim`` fraction of samples with the largest errors is left out (samples near a
+    boundary between modes can flip under any solver and then dominate the mean)."""
+    return _rmse(_sample_mse(model, noise, reference, schedule, solver), trim)
+
+
+def _sample_mse(model, noise, reference, schedule: Schedule, solver) -> np.ndarray:
+    """``(B,)`` mean squared error of each sample against the reference."""
+    x = rbe_sample(model, noise, schedule, solver)
+    d = (x.astype(jnp.float32) - reference.astype(jnp.float32)).reshape(x.shape[0], -1)
+    return np.asarray(jnp.mean(d**2, axis=1), np.float64)
+
+
+def _rmse(mse: np.ndarray, trim: float) -> float:
+    keep = mse.size - int(np.floor(trim * mse.size))
+    err = float(np.sqrt(np.mean(np.sort(mse)[:keep])))
+    return err if np.isfinite(err) else np.inf
+
+
+def _on_grid(grid: NoiseSchedule, schedule: Schedule) -> np.ndarray:
+    """A schedule's points as indices of ``grid`` (by training timestep)."""
+    ts = np.asarray(schedule.timesteps)
+    pos = np.searchsorted(grid.timesteps, ts[:-1])
+    if np.any(pos >= grid.K) or np.any(grid.timesteps[np.minimum(pos, grid.K - 1)] != ts[:-1]):
+        raise ValueError(f"candidate schedule ({schedule.method}) has timesteps that are not on the grid")
+    return np.append(pos, -1)
+
+
+def _move_sizes(K: int) -> list[int]:
+    sizes, d = [], max(1, K // 8)
+    while d >= 1:
+        sizes.append(d)
+        d //= 2
+    return sizes
+
+
+def optimize_schedule(
+    model,
+    grid: NoiseSchedule,
+    noise: jax.Array,
+    nfe: int,
+    solver: str | Solver = "unipc",
+    *,
+    reference: jax.Array | None = None,
+    reference_steps: int | None = None,
+    candidates: Sequence[str] = ("uniform", "quadratic", "logsnr", "karras"),
+    powers: Sequence[float] = (1.5, 2.5, 3.0),
+    extra_candidates: Sequence[Schedule] = (),
+    max_sweeps: int = 2,
+    trim: float = 0.0,
+    progress: bool | Callable[[dict], None] = False,
+) -> Schedule:
+    """A schedule of exactly ``nfe`` steps on ``grid`` that minimises the global error of
+    ``solver`` for ``model`` on the calibration ``noise``.
+
+    1. Reference endpoints of ``noise``: ``reference`` if given, else
+       :func:`reference_solution` on ``grid`` (pass the model's full training schedule as
+       ``grid`` for the finest placement and the most accurate reference).
+    2. Start: the candidate with the lowest RMSE to the reference, from the baselines named
+       in ``candidates``, the power family ``powers`` and any ``extra_candidates`` (an RBE
+       schedule, say; mapped onto ``grid`` by training timestep).
+    3. Refine: for move sizes ``K/8, K/16, ..., 1`` grid points, try moving each point
+       between the first (``K - 1``, pure noise) and clean data up or down by that size,
+       keeping the strict order; keep a move if the RMSE on the whole batch drops and the
+       RMSE on neither half of the batch rises (a guard against fitting a few samples);
+       repeat a size up to ``max_sweeps`` times while it helps.
+
+    Args:
+      model: ``model(x, t) -> eps``.
+      grid: the noise schedule whose points the steps may use (``K`` points).
+      noise: ``(B, ...)`` calibration noise at grid point ``K - 1``.
+      nfe: steps, ``1 <= nfe <= K``.
+      solver: the solver the schedule is made for (a name or :class:`Solver`).
+      reference: ``(B, ...)`` accurate endpoints of ``noise`` (skips the reference solve).
+      reference_steps: steps of the reference solve (default ``min(K, 500)``).
+      candidates: baseline kinds to start from (see :data:`rbe_jax.BASELINES`).
+      powers: further starts ``(K - 1)(1 - i / nfe)^p`` for each ``p`` (1 is uniform, 2
+        quadratic): a one-parameter family between them and beyond.
+      extra_candidates: further schedules to start from.
+      max_sweeps: passes over the points per move size.
+      trim: the objective leaves out this fraction of the calibration samples with the
+        largest errors (see :func:`schedule_error`): a few samples that flip between modes
+        would otherwise steer the schedule toward fitting them.
+      progress: ``True`` for a tqdm bar over the stages (candidates, then each move
+        size), or a callable receiving ``{"stage", "loss", "evals"}`` after each stage.
+    Returns:
+      A :class:`Schedule` with ``method="optimized"`` and in ``info``: ``solver``,
+      ``start`` (the winning candidate), ``start_rmse``, ``rmse`` (the objective on the
+      calibration batch, ``trim`` applied), ``trim``,
+      ``candidates`` (their RMSEs), ``batch``, ``reference_steps``, ``model_evals``
+      (per-sample model evaluations spent, reference included) and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(grid, NoiseSchedule):
+        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    nfe = check_nfe(nfe, grid.K)
+    solver = get_solver(solver)
+    noise = check_noise(noise)
+    model = place_model(prepare_model(model), noise)
+    unknown = [c for c in candidates if c not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown candidate kinds {unknown}; choose from {sorted(BASELINES)}")
+    if max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
+    B = noise.shape[0]
+    evals = 0
+    if reference is None:
+        steps = min(grid.K, 500) if reference_steps is None else reference_steps
+        reference = reference_solution(model, grid, noise, steps)
+        evals += steps * B
+    else:
+        steps = None
+        if tuple(reference.shape) != tuple(noise.shape):
+            raise ValueError(f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}: they must match")
+
+    half = B // 2
+
+    def losses(idx: np.ndarray) -> tuple[float, float, float]:
+        """(whole batch, first half, second half) RMSE of the schedule ``idx``."""
+        nonlocal evals
+        evals += nfe * B
+        mse = _sample_mse(model, noise, reference, Schedule.from_indices(grid, idx), solver)
+        return _rmse(mse, trim), _rmse(mse[:half], trim), _rmse(mse[half:], trim)
+
+    starts = {kind: np.asarray(baseline_schedule(grid, nfe, kind).indices, np.int64) for kind in candidates}
+    for p in powers:
+        starts[f"power{p:g}"] = strictly_decreasing_path((grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe) ** p, grid.K)
+    for s in extra_candidates:
+        if s.nfe != nfe:
+            raise ValueError(f"extra candidate ({s.method}) has {s.nfe} steps, not {nfe}")
+        starts[s.method] = _on_grid(grid, s)
+    scored = {name: losses(idx) for name, idx in starts.items()}
+    start = min(scored, key=lambda k: scored[k][0])
+    idx, best = starts[start].copy(), scored[start]
+    report, close = progress_reporter(
+        progress,
+        total=len(_move_sizes(grid.K)) + 1,
+        desc=f"optimizing a {solver.name} schedule, nfe={nfe}",
+        postfix=lambda r: dict(rmse=f"{r['loss']:.4g}", evals=r["evals"]),
+    )
+    report(dict(stage="candidates", loss=best[0], evals=evals))
+    try:
+        for d in _move_sizes(grid.K):
+            for _ in range(max_sweeps):
+                improved = False
+                for i in range(1, nfe):  # point 0 (pure noise) and the clean-data end stay
+                    for move in (-d, d):
+                        v = idx[i] + move
+                        if not idx[i + 1] < v < idx[i - 1]:
+                            continue
+                        trial = idx.copy()
+                        trial[i] = v
+                        e = losses(trial)
+                        if e[0] < best[0] and e[1] <= best[1] and e[2] <= best[2]:
+                            idx, best, improved = trial, e, True
+                            break
+                if not improved:
+                    break
+            report(dict(stage=f"moves of {d}", loss=best[0], evals=evals))
+    finally:
+        close()
+    scores = {k: v[0] for k, v in scored.items()}
+    info = dict(
+        solver=solver.name,
+        start=start,
+        start_rmse=scores[start],
+        rmse=best[0],
+        candidates=scores,
+        batch=B,
+        trim=trim,
+        reference_steps=steps,
+        model_evals=evals,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    return Schedule.from_indices(grid, idx, method="optimized", info=info)

@@ -1,0 +1,73 @@
+"""optimize_schedule: never worse than its best start on the calibration batch, valid
+schedules on the given grid, provenance recorded, candidates mapped by training timestep."""
+
+import jax
+import numpy as np
+import pytest
+
+import rbe_jax as R
+
+
+@pytest.fixture(scope="module")
+def setup(linear, mixture):
+    noise = jax.random.normal(jax.random.key(4), (64, 8))
+    ref = R.reference_solution(mixture, linear, noise, 1000)
+    return mixture, linear, noise, ref
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp2m"])
+def test_never_worse_than_the_best_candidate(setup, solver):
+    gm, full, noise, ref = setup
+    s = R.optimize_schedule(gm, full, noise, 6, solver, reference=ref)
+    assert s.nfe == 6 and s.method == "optimized" and s.meta.K == 1000
+    s.validate(full)
+    i = s.info
+    assert i["solver"] == solver and i["start"] in i["candidates"]
+    assert set(i["candidates"]) == {"uniform", "quadratic", "logsnr", "karras", "power1.5", "power2.5", "power3"}
+    assert i["start_rmse"] == min(i["candidates"].values())
+    assert i["rmse"] <= i["start_rmse"] and i["rmse"] < 0.99 * i["start_rmse"]  # the refinement helps here
+    assert i["rmse"] == pytest.approx(R.schedule_error(gm, noise, ref, s, solver), rel=1e-6)
+    for kind in R.BASELINES:
+        assert i["rmse"] <= R.schedule_error(gm, noise, ref, R.baseline_schedule(full, 6, kind), solver)
+    assert i["model_evals"] >= 5 * 6 * 64 and i["seconds"] > 0
+
+
+def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
+    gm, full, noise, ref = setup
+    rbe = R.calibrate(gm, grid, noise, 5)
+    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=[rbe], max_sweeps=1)
+    assert set(s.info["candidates"]) == {"uniform", "rbe"}
+    assert s.info["candidates"]["rbe"] == pytest.approx(R.schedule_error(gm, noise, ref, rbe, "dpmpp2m"), rel=1e-6)
+    back = R.Schedule.load(s.save(tmp_path / "opt.json"), full)
+    assert back == s and back.info["solver"] == "dpmpp2m"
+
+
+def test_reference_is_accurate_on_the_mixture(setup):
+    pytest.importorskip("diffrax")
+    gm, full, noise, ref = setup
+    with jax.enable_x64(True):
+        exact = R.testing.reference_ode_solution(gm.eps_at, np.asarray(noise[:8], np.float64), float(full.alpha_bar[-1]))
+    assert float(np.sqrt(np.mean((np.asarray(ref[:8]) - exact) ** 2))) < 2e-3
+
+
+def test_bad_arguments(setup):
+    gm, full, noise, ref = setup
+    with pytest.raises(ValueError, match="unknown candidate"):
+        R.optimize_schedule(gm, full, noise, 4, reference=ref, candidates=("cosine",))
+    with pytest.raises(ValueError, match="reference has shape"):
+        R.optimize_schedule(gm, full, noise, 4, reference=ref[:3])
+    with pytest.raises(ValueError, match="nfe"):
+        R.optimize_schedule(gm, full, noise, 0, reference=ref)
+    with pytest.raises(ValueError, match="trim"):
+        R.optimize_schedule(gm, full, noise, 4, reference=ref, trim=0.7)
+    with pytest.raises(ValueError, match="not on the grid"):
+        R.optimize_schedule(gm, full.respace(50), noise, 5, reference=ref, extra_candidates=[R.baseline_schedule(full.respace(70), 5, "uniform")])
+
+
+def test_karras_baseline(grid):
+    s = R.baseline_schedule(grid, 10, "karras")
+    sig = np.exp(-np.asarray(s.log_snr[:-1]))
+    assert s.method == "karras" and np.all(np.diff(sig) < 0)
+    # EDM spacing: evenly spaced in sigma^(1/7), up to snapping to the grid
+    d = np.diff(sig ** (1 / 7))
+    assert np.std(d[1:-1]) < 0.25 * abs(np.mean(d[1:-1]))

@@ -96,7 +96,6 @@ def main():
                     continue
                 rmse, med = scores(model, test, ref_test, s, solver)
                 rows.append(dict(nfe=nfe, solver=solver, schedule=name.split("[")[0], rmse=rmse, median=med))
-        best = {}
         for r in rows:
             if r["nfe"] == nfe:
                 print(f"nfe={nfe} {r['solver']:8s} {r['schedule']:10s} rmse {r['rmse']:.4f} median {r['median']:.4f}", flush=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-SCHEDULE_KINDS = ("rbe", "optimized", "uniform", "quadratic", "logsnr", "karras")
+SCHEDULE_KINDS = ("auto", "rbe", "optimized", "uniform", "quadratic", "logsnr", "karras")
 SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")
 
 
@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample images from a model on a fixed schedule")
     s.add_argument("--nfe", type=_positive_int, default=10, help="network evaluations (default 10; baselines up to the training length)")
-    s.add_argument("--solver", choices=SOLVER_NAMES, default="ddim")
-    s.add_argument("--schedule", default="rbe", help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default rbe)")
+    s.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="default unipc (ddim: the faithful RBE sampler)")
+    s.add_argument(
+        "--schedule", default="auto",
+        help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default auto: the model's shipped schedule optimized for --nfe and --solver if there is one, else rbe)",
+    )
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
@@ -158,6 +161,9 @@ def _resolve_schedule(args, path, info, model):
     from .schedule import BASELINES, baseline_schedule
 
     grid = info.default_grid
+    if args.schedule == "auto":
+        optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
+        args.schedule = "optimized" if args.label is None and optimized.is_file() else "rbe"
     if args.schedule in BASELINES:
         T = info.noise_schedule.num_train_timesteps
         if args.nfe > T:

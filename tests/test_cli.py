@@ -201,7 +201,7 @@ def test_guided_schedules_are_calibrated_once_and_cached(tiny_cond_dir, tmp_path
     argv = ["sample", "--checkpoint", str(tiny_cond_dir), "--nfe", "4", "--n", "2", "--label", "3", "--guidance", "1.5", "--out", str(tmp_path / "g.png")]
     assert main(argv) == 0
     assert "calibrating" in capsys.readouterr().err
-    cached = cached_schedule_path(tiny_cond_dir, "rbe_nfe4_label3_w1.5_ddim.json")
+    cached = cached_schedule_path(tiny_cond_dir, "rbe_nfe4_label3_w1.5_unipc.json")
     assert cached.is_file() and R.Schedule.load(cached).nfe == 4
     assert main(argv) == 0
     assert "calibrating" not in capsys.readouterr().err  # the second identical call reuses it
@@ -225,3 +225,14 @@ def test_calibrate_an_optimized_schedule_and_sample_with_it(tiny_dir, tmp_path, 
     assert "rbe-jax calibrate --method optimized" in _one_line(capsys)
     assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "optimized", "--tau", "1", "--nfe", "3", "--out", str(out)]) == 2
     assert "--tau applies to --method rbe only" in _one_line(capsys)
+
+
+def test_default_uses_the_shipped_optimized_schedule(tmp_path, capsys):
+    """The main job leads with the best measured configuration: UniPC on the schedule
+    optimized for it, shipped with the digits model; the faithful RBE sampler stays one flag away."""
+    out = tmp_path / "s.png"
+    assert main(["sample", "--nfe", "5", "--n", "4", "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "optimized schedule, nfe=5, solver=unipc" in line
+    assert main(["sample", "--nfe", "5", "--n", "4", "--schedule", "rbe", "--solver", "ddim", "--out", str(out)]) == 0
+    assert "rbe schedule, nfe=5, solver=ddim" in capsys.readouterr().out

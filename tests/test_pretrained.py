@@ -94,3 +94,13 @@ def test_shipped_guided_schedules():
     for name in names:
         s = R.Schedule.load(path / "schedules" / name, grid)
         assert s.method == "rbe" and f"rbe_nfe{s.nfe}_w{s.info['guidance']:g}.json" == name
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp2m"])
+def test_shipped_optimized_schedules(solver):
+    path = pretrained_path("digits")
+    info = load_model_info(path)
+    for nfe in (5, 8, 10, 15, 20):
+        s = R.Schedule.load(path / "schedules" / f"optimized_nfe{nfe}_{solver}.json", info.noise_schedule)
+        assert s.nfe == nfe and s.method == "optimized" and s.info["solver"] == solver
+        assert s.info["rmse"] <= min(s.info["candidates"].values())  # never worse than its best start

@@ -161,16 +161,17 @@ def _resolve_schedule(args, path, info, model):
     from .schedule import BASELINES, baseline_schedule
 
     grid = info.default_grid
-    if args.schedule == "auto":
-        optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
-        args.schedule = "optimized" if args.label is None and optimized.is_file() else "rbe"
-    if args.schedule in BASELINES:
+    optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
+    kind = args.schedule
+    if kind == "auto":
+        kind = "optimized" if args.label is None and optimized.is_file() else "rbe"
+    if kind in BASELINES:
         T = info.noise_schedule.num_train_timesteps
         if args.nfe > T:
             raise CLIError(f"--nfe {args.nfe} exceeds the model's {T} training steps")
         # beyond the calibration grid, reference runs use the full training schedule
-        return baseline_schedule(grid if args.nfe <= grid.K else info.noise_schedule, args.nfe, args.schedule)
-    if args.schedule == "rbe":
+        return baseline_schedule(grid if args.nfe <= grid.K else info.noise_schedule, args.nfe, kind)
+    if kind == "rbe":
         if args.nfe >= grid.K:
             raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
         if args.label is None:
@@ -190,10 +191,9 @@ def _resolve_schedule(args, path, info, model):
         sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
         sched.save(cached)
         return sched
-    if args.schedule == "optimized":
-        shipped = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
-        if args.label is None and shipped.is_file():
-            return _load_schedule(shipped, info)
+    if kind == "optimized":
+        if args.label is None and optimized.is_file():
+            return _load_schedule(optimized, info)
         raise CLIError(
             f"no shipped optimized schedule for nfe={args.nfe} and solver {args.solver}: make one with "
             f"`rbe-jax calibrate --method optimized --solver {args.solver} --nfe {args.nfe} --out FILE.json` and pass --schedule FILE.json"

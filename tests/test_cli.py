@@ -215,11 +215,11 @@ def test_guided_schedules_are_calibrated_once_and_cached(tiny_cond_dir, tmp_path
 
 def test_calibrate_an_optimized_schedule_and_sample_with_it(tiny_dir, tmp_path, capsys):
     out = tmp_path / "opt.json"
-    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "optimized", "--solver", "unipc", "--nfe", "3", "--n", "4", "--out", str(out)]) == 0
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "optimized", "--solver", "unipc", "--nfe", "2", "--n", "2", "--out", str(out)]) == 0
     s = R.Schedule.load(out)
     assert s.method == "optimized" and s.info["solver"] == "unipc" and s.meta.K == 1000  # the full training schedule
     assert "optimized for unipc" in capsys.readouterr().out
-    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--solver", "unipc", "--schedule", str(out), "--n", "2", "--out", str(tmp_path / "o.png")]) == 0
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "2", "--solver", "unipc", "--schedule", str(out), "--n", "2", "--out", str(tmp_path / "o.png")]) == 0
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "optimized", "--out", str(tmp_path / "o.png")]) == 2
     assert "rbe-jax calibrate --method optimized" in _one_line(capsys)

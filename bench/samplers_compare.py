@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.adaptive import _adaptive_loop
+from rbe_jax.adaptive import _adaptive_loop_jit
 from rbe_jax.checkpoint import load_model_info, pretrained_path
 from rbe_jax.data import load_digits
 from rbe_jax.metrics import frechet_distance, train_digit_classifier
@@ -221,7 +221,7 @@ def main():
     ext, ts = jnp.asarray(grid.alpha_bar_ext, jnp.float32), jnp.asarray(grid.timesteps, jnp.int32)
     for b in (64, 256, 1024):
         x = jax.ShapeDtypeStruct((b, *info.image_shape), jnp.float32)
-        m = _adaptive_loop.lower(model, ext, ts, x, 1.0, max_steps=22).compile().memory_analysis()
+        m = _adaptive_loop_jit.lower(model, ext, ts, x, 1.0, 22).compile().memory_analysis()
         memory.append(dict(batch=b, temp_mib=m.temp_size_in_bytes / 2**20, argument_mib=m.argument_size_in_bytes / 2**20, output_mib=m.output_size_in_bytes / 2**20))
     print(calibration, memory)
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["check_noise", "per_sample", "compute_dtype", "place_model", "nonfinite_rows", "raise_nonfinite"]
+__all__ = ["check_noise", "per_sample", "compute_dtype", "place_model", "place_model_on", "nonfinite_rows", "raise_nonfinite"]
 
 
 def check_noise(noise) -> jax.Array:
@@ -57,15 +57,23 @@ def place_model(model, x):
     the public entry points call this first (a no-op when ``x`` is traced, uncommitted or on
     one device, and for uncommitted model arrays, which jit places itself).
     """
-    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array) or len(x.sharding.device_set) < 2:
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
         return model
-    devices = x.sharding.device_set
+    return place_model_on(model, x.sharding)
+
+
+def place_model_on(model, sharding: jax.sharding.Sharding):
+    """``model`` with every committed array that lives elsewhere than ``sharding``'s
+    devices replicated onto them (nothing to do for a single-device ``sharding``)."""
+    devices = sharding.device_set
+    if len(devices) < 2:
+        return model
     target = None
 
     def move(v):
         nonlocal target
         if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) and v.committed and v.sharding.device_set != devices:
-            target = target or _replicated_like(x.sharding)
+            target = target or _replicated_like(sharding)
             return jax.device_put(v, target)
         return v
 

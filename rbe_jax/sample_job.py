@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from ._batch import place_model_on
 from ._io import TMP_SUFFIX, atomic_write, npz_bytes, read_json, sha256_bytes, sha256_file, write_json
 from .models import prepare_model
 from .sampler import rbe_sample
@@ -72,6 +73,8 @@ def sample_job(
     if n < 1 or batch < 1:
         raise ValueError(f"n and batch must be >= 1, got n={n}, batch={batch}")
     model = prepare_model(model)
+    if sharding is not None:  # once for the job, not once per shard
+        model = place_model_on(model, sharding)
     solver_obj = get_solver(solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

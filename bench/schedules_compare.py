@@ -26,31 +26,14 @@ import jax
 import numpy as np
 
 import rbe_jax as R
+from common import DEFAULT_CALIB, DEFAULT_TEST, rmse_and_median, setup
 
 FIXED = ["uniform", "quadratic", "logsnr", "karras"]
 SOLVERS = ["ddim", "dpmpp2m", "dpmpp3m", "unipc"]
 
 
 def scores(model, noise, ref, sched, solver) -> tuple[float, float]:
-    x = np.asarray(R.rbe_sample(model, noise, sched, solver), np.float64)
-    per = np.sqrt(np.mean((x - np.asarray(ref, np.float64)).reshape(len(x), -1) ** 2, axis=1))
-    return float(np.sqrt(np.mean(per**2))), float(np.median(per))
-
-
-def setup(name: str, n_calib: int, n_test: int):
-    if name == "gmm":
-        full = R.NoiseSchedule.linear(1000)
-        model = R.testing.GaussianMixture.random(0, 32, 10, full)
-        shape = (32,)
-        grid = full.respace(100)
-    else:
-        from rbe_jax.checkpoint import load_model_info, pretrained_path
-
-        info = load_model_info(pretrained_path("digits"))
-        model, full, grid, shape = R.load_pretrained("digits"), info.noise_schedule, info.default_grid, info.image_shape
-    calib = jax.random.normal(jax.random.key(101), (n_calib, *shape))
-    test = jax.random.normal(jax.random.key(202), (n_test, *shape))
-    return model, full, grid, calib, test
+    return rmse_and_median(R.rbe_sample(model, noise, sched, solver), ref)
 
 
 def main():
@@ -64,8 +47,8 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     gmm = args.model == "gmm"
-    n_calib = args.calib or (1024 if gmm else 64)
-    n_test = args.test or (2048 if gmm else 256)
+    n_calib = args.calib or DEFAULT_CALIB[args.model]
+    n_test = args.test or DEFAULT_TEST[args.model]
     out = args.out or f"bench/results/schedules_{args.model}"
     model, full, grid, calib, test = setup(args.model, n_calib, n_test)
 

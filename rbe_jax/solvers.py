@@ -148,9 +148,10 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
     (``lambda = +inf`` there: the step returns the x0 prediction).
 
     Args:
-      lower_order_final: also take the step before the final one at first order, as
-        DPM-Solver suggests for fewer than 15 steps (more stable, less accurate on smooth
-        problems).
+      lower_order_final: DPM-Solver's rule for few steps, order at most the number of steps
+        left (this one included).  For an order-2 method it only touches the final step,
+        which is first order anyway, so the samples are the same either way; the option is
+        here so that every multistep solver takes it.
     """
 
     def init(x):
@@ -161,9 +162,7 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
         final = times.sigma_next <= 0.0
         h = times.lam_next - times.lam
         h_safe = jnp.where(final, 1.0, h)  # keeps the unused branch finite
-        second = state.has_prev & ~final
-        if lower_order_final:
-            second = second & (times.remaining > 1)
+        second = state.has_prev & ~final  # lower_order_final: nothing more to lower
         r = state.h_prev / h_safe
         d = jnp.where(second, x0 + (x0 - state.x0_prev) / (2.0 * r), x0)
         x_next = jnp.where(final, x0, _first_order(x, d, times))
@@ -175,10 +174,11 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
 def _step_order(order: int, done: jax.Array, times: StepTimes, lower_order_final: bool) -> jax.Array:
     """The order of a multistep method on this step: at most ``done + 1`` (the history it
     has), 1 on the final step to clean data (``lambda = +inf``: the step returns x0), and
-    with ``lower_order_final`` at most the number of steps left before clean data."""
+    with ``lower_order_final`` at most the number of steps left, this one included
+    (DPM-Solver's rule, as in its reference code and in diffusers)."""
     k = jnp.minimum(order, done + 1)
     if lower_order_final:
-        k = jnp.minimum(k, jnp.maximum(times.remaining, 1))
+        k = jnp.minimum(k, times.remaining + 1)
     return jnp.where(times.sigma_next <= 0.0, 1, k)
 
 
@@ -230,9 +230,8 @@ def dpmpp3m(lower_order_final: bool = False) -> Solver:
     is first order (it returns x0).
 
     Args:
-      lower_order_final: cap the order by the steps left before clean data (order 1 on the
-        step before the final one, 2 on the one before that), as DPM-Solver suggests for
-        fewer than 15 steps.
+      lower_order_final: cap the order by the steps left, this one included (order 2 on
+        the step before the final one), as DPM-Solver suggests for fewer than 15 steps.
     """
 
     def step(state: MultistepState, x, eps, times: StepTimes):
@@ -282,7 +281,9 @@ def unipc(lower_order_final: bool = False, corrector: bool = True) -> Solver:
     order (it returns x0) and is not corrected (no evaluation is made at clean data).
 
     Args:
-      lower_order_final: cap the order by the steps left before clean data.
+      lower_order_final: cap the order by the steps left, this one included; for this
+        order-2 method that touches only the final step, first order anyway, so the samples
+        are the same either way.
       corrector: apply UniC (``False`` gives the plain UniP-2 predictor).
     """
 

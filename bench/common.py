@@ -4,21 +4,36 @@ tables can be read side by side."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import numpy as np
 
 import rbe_jax as R
 
 CALIB_SEED, TEST_SEED = 101, 202
-DEFAULT_CALIB = {"gmm": 1024, "digits": 64}
-DEFAULT_TEST = {"gmm": 2048, "digits": 256}
+DEFAULT_CALIB = {"gmm": 1024, "digits": 64, "digits_cond": 64}
+DEFAULT_TEST = {"gmm": 2048, "digits": 256, "digits_cond": 256}
+MODELS = tuple(DEFAULT_TEST)
 
 
-def setup(name: str, n_calib: int | None = None, n_test: int | None = None):
-    """``(model, full training schedule, K = 100 grid, calibration noise, test noise)``.
+class Bench(NamedTuple):
+    model: Any  # for the test noise
+    full: R.NoiseSchedule  # the training schedule
+    grid: R.NoiseSchedule  # the K = 100 calibration grid
+    calib: jax.Array
+    test: jax.Array
+    calib_model: Any  # for the calibration noise (differs from ``model`` only with per-sample labels)
+
+
+def setup(name: str, n_calib: int | None = None, n_test: int | None = None, guidance: float = 2.0) -> Bench:
+    """The model, its schedules and the seeded calibration and test noise.
 
     ``gmm``: an exact 32-d Gaussian mixture (``rbe_jax.testing``) on DDPM's linear betas;
-    ``digits``: the shipped 16x16 digits U-Net."""
+    ``digits``: the shipped 16x16 digits U-Net; ``digits_cond``: the shipped class-conditional
+    U-Net with classifier-free guidance of weight ``guidance``, labels 0-9 in turn over the
+    samples of each batch."""
+    n_calib, n_test = n_calib or DEFAULT_CALIB[name], n_test or DEFAULT_TEST[name]
     if name == "gmm":
         full = R.NoiseSchedule.linear(1000)
         model = R.testing.GaussianMixture.random(0, 32, 10, full)
@@ -29,11 +44,23 @@ def setup(name: str, n_calib: int | None = None, n_test: int | None = None):
 
         info = load_model_info(pretrained_path("digits"))
         model, full, grid, shape = R.load_pretrained("digits"), info.noise_schedule, info.default_grid, info.image_shape
+    elif name == "digits_cond":
+        from rbe_jax.checkpoint import load_model_info, pretrained_path
+
+        info = load_model_info(pretrained_path("digits_cond"))
+        net, full, grid, shape = R.load_pretrained("digits_cond"), info.noise_schedule, info.default_grid, info.image_shape
+
+        def guided(n):
+            return R.ClassifierFreeGuidance(model=net, label=np.arange(n) % 10, scale=guidance, null_label=info.config.num_classes)
+
+        calib = jax.random.normal(jax.random.key(CALIB_SEED), (n_calib, *shape))
+        test = jax.random.normal(jax.random.key(TEST_SEED), (n_test, *shape))
+        return Bench(guided(n_test), full, grid, calib, test, guided(n_calib))
     else:
         raise ValueError(f"unknown model {name!r}")
-    calib = jax.random.normal(jax.random.key(CALIB_SEED), (n_calib or DEFAULT_CALIB[name], *shape))
-    test = jax.random.normal(jax.random.key(TEST_SEED), (n_test or DEFAULT_TEST[name], *shape))
-    return model, full, grid, calib, test
+    calib = jax.random.normal(jax.random.key(CALIB_SEED), (n_calib, *shape))
+    test = jax.random.normal(jax.random.key(TEST_SEED), (n_test, *shape))
+    return Bench(model, full, grid, calib, test, model)
 
 
 def per_sample_rmse(x, ref) -> np.ndarray:

@@ -5,6 +5,7 @@
     python bench/schedules_compare.py --model gmm        # our side (writes schedules_gmm.json)
     python bench/peers.py --model gmm --flax-diffusers /tmp/diffusers039
     python bench/peers.py --model digits --flax-diffusers /tmp/diffusers039
+    python bench/peers.py --model digits_cond --flax-diffusers /tmp/diffusers039   # guidance w = 2
 
 Same model, same test noise (``common.setup``), same reference (DPM-Solver++(2M) over all
 1,000 training steps) as ``schedules_compare.py``.  Peers:
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
-from common import DEFAULT_TEST, rmse_and_median, setup
+from common import DEFAULT_TEST, MODELS, rmse_and_median, setup
 
 NFES = [5, 8, 10, 15, 20]
 DDIM_STEPS = [50, 100, 200]
@@ -139,7 +140,7 @@ def flax_in_subprocess(args, flax_dir: str) -> tuple[dict, str]:
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "flax.npz"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (flax_dir, os.environ.get("PYTHONPATH")) if p))
-        cmd = [sys.executable, __file__, "--model", args.model, "--test", str(args.test), "--nfe", *map(str, args.nfe), "--flax-only", str(dest)]
+        cmd = [sys.executable, __file__, "--model", args.model, "--guidance", str(args.guidance), "--test", str(args.test), "--nfe", *map(str, args.nfe), "--flax-only", str(dest)]
         subprocess.run(cmd, env=env, check=True)
         with np.load(dest) as z:
             version = str(z["version"])
@@ -149,14 +150,22 @@ def flax_in_subprocess(args, flax_dir: str) -> tuple[dict, str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=("gmm", "digits"), default="gmm")
+    ap.add_argument("--model", choices=MODELS, default="gmm")
+    ap.add_argument("--guidance", type=float, default=2.0, help="digits_cond: classifier-free guidance weight (default 2)")
     ap.add_argument("--nfe", type=int, nargs="+", default=NFES)
     ap.add_argument("--test", type=int, default=None, help="test samples (gmm 2048, digits 256)")
     ap.add_argument("--flax-diffusers", metavar="DIR", help="a directory holding diffusers 0.39 (pip install --target)")
     ap.add_argument("--flax-only", metavar="NPZ", help=argparse.SUPPRESS)
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json and the current schedules_{model}.json")
     args = ap.parse_args()
     args.test = args.test or DEFAULT_TEST[args.model]
-    model, full, _, _, test = setup(args.model, 1, args.test)
+    name = f"{args.model}_w{args.guidance:g}" if args.model == "digits_cond" else args.model
+    out = Path(f"bench/results/peers_{name}")
+    if args.render:
+        saved = json.loads(out.with_suffix(".json").read_text())
+        write_md(out.with_suffix(".md"), saved["meta"], saved["rows"], saved["ddim"], saved["same_timesteps"], ours_table(name, saved["meta"]["test"]), args.nfe)
+        return
+    model, full, _, _, test, _ = setup(args.model, 1, args.test, args.guidance)
 
     if args.flax_only:  # the subprocess: diffusers 0.39 on the path
         import diffusers
@@ -189,25 +198,29 @@ def main():
         ddim.append(dict(nfe=steps, sampler="rbe_jax uniform DDIM", **dict(zip(("rmse", "median"), rmse_and_median(x, ref)))))
         print(ddim[-1], flush=True)
 
-    ours_path = Path(f"bench/results/schedules_{args.model}.json")
-    ours = json.loads(ours_path.read_text()) if ours_path.is_file() else None
-    if ours is not None and ours["meta"]["test"] != args.test:
-        print(f"{ours_path} was scored on {ours['meta']['test']} test samples, not {args.test}: left out of the summary")
-        ours = None
     meta = dict(
         date=datetime.date.today().isoformat(),
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}",
-        model=args.model, test=args.test, reference=f"dpmpp2m, {full.K} steps",
+        model=name, command=" ".join(["python bench/peers.py", "--model", args.model] + (["--guidance", f"{args.guidance:g}"] if args.model == "digits_cond" else [])), test=args.test, reference=f"dpmpp2m, {full.K} steps",
     )
-    out = Path(f"bench/results/peers_{args.model}")
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, ddim=ddim, same_timesteps=check), indent=1) + "\n")
-    write_md(out.with_suffix(".md"), meta, rows, ddim, check, ours, args.nfe)
+    write_md(out.with_suffix(".md"), meta, rows, ddim, check, ours_table(name, args.test), args.nfe)
     print(out.with_suffix(".md").read_text())
+
+
+def ours_table(name: str, n_test: int) -> dict | None:
+    """``schedules_compare.py``'s results for the same model and test noise, if there are any."""
+    path = Path(f"bench/results/schedules_{name}.json")
+    ours = json.loads(path.read_text()) if path.is_file() else None
+    if ours is not None and ours["meta"]["test"] != n_test:
+        print(f"{path} was scored on {ours['meta']['test']} test samples, not {n_test}: left out of the summary")
+        return None
+    return ours
 
 
 def write_md(path: Path, meta, rows, ddim, check, ours, nfes):
     L = [f"# Peers at equal NFE: {meta['model']} ({meta['date']}, {meta['machine']})", "",
-         f"`python bench/peers.py --model {meta['model']}`. {meta['test']} test samples (the test noise of "
+         f"`{meta.get('command', 'python bench/peers.py --model ' + meta['model'])}`. {meta['test']} test samples (the test noise of "
          f"`schedules_compare.py`); RMSE to {meta['reference']} from the same noise; the network runs in JAX.", ""]
     names = list(dict.fromkeys(r["sampler"] for r in rows))
     best_ours = {}

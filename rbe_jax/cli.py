@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="default unipc (ddim: the faithful RBE sampler)")
     s.add_argument(
         "--schedule", default="auto",
-        help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default auto: the model's shipped schedule optimized for --nfe and --solver if there is one, else rbe)",
+        help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default auto: the model's shipped schedule optimized for --nfe and --solver (and --guidance) if there is one, else rbe)",
     )
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
@@ -161,10 +161,11 @@ def _resolve_schedule(args, path, info, model):
     from .schedule import BASELINES, baseline_schedule
 
     grid = info.default_grid
-    optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}.json"
+    guided = "" if args.label is None else f"_w{args.guidance:g}"  # shipped per guidance weight, for any label
+    optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}{guided}.json"
     kind = args.schedule
     if kind == "auto":
-        kind = "optimized" if args.label is None and optimized.is_file() else "rbe"
+        kind = "optimized" if optimized.is_file() else "rbe"
     if kind in BASELINES:
         T = info.noise_schedule.num_train_timesteps
         if args.nfe > T:
@@ -192,11 +193,13 @@ def _resolve_schedule(args, path, info, model):
         sched.save(cached)
         return sched
     if kind == "optimized":
-        if args.label is None and optimized.is_file():
+        if optimized.is_file():
             return _load_schedule(optimized, info)
+        cond = "" if args.label is None else f" and guidance {args.guidance:g}"
+        make = "" if args.label is None else f" --label {args.label} --guidance {args.guidance:g}"
         raise CLIError(
-            f"no shipped optimized schedule for nfe={args.nfe} and solver {args.solver}: make one with "
-            f"`rbe-jax calibrate --method optimized --solver {args.solver} --nfe {args.nfe} --out FILE.json` and pass --schedule FILE.json"
+            f"no shipped optimized schedule for nfe={args.nfe}, solver {args.solver}{cond}: make one with "
+            f"`rbe-jax calibrate --method optimized --solver {args.solver} --nfe {args.nfe}{make} --out FILE.json` and pass --schedule FILE.json"
         )
     f = Path(args.schedule)
     if f.suffix != ".json":

@@ -227,6 +227,25 @@ def test_calibrate_an_optimized_schedule_and_sample_with_it(tiny_dir, tmp_path, 
     assert "--tau applies to --method rbe only" in _one_line(capsys)
 
 
+def test_guided_sampling_uses_an_optimized_schedule_shipped_for_its_weight(tiny_cond_dir, tmp_path, capsys, monkeypatch):
+    """Optimized schedules ship per guidance weight, for any label
+    (``optimized_nfe{N}_{solver}_w{w}.json``): auto picks the one for --guidance."""
+    import shutil
+
+    monkeypatch.setenv("RBE_JAX_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "model"
+    shutil.copytree(tiny_cond_dir, ckpt)
+    made = tmp_path / "opt.json"
+    assert main(["calibrate", "--checkpoint", str(ckpt), "--method", "optimized", "--nfe", "2", "--n", "2", "--label", "1", "--guidance", "2", "--out", str(made)]) == 0
+    (ckpt / "schedules").mkdir(exist_ok=True)
+    shutil.copy(made, ckpt / "schedules" / "optimized_nfe2_unipc_w2.json")
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(ckpt), "--nfe", "2", "--n", "2", "--label", "5", "--guidance", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert "optimized schedule, nfe=2, solver=unipc" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(ckpt), "--nfe", "2", "--n", "2", "--label", "5", "--guidance", "1", "--schedule", "optimized", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--label 5 --guidance 1 --out FILE.json" in _one_line(capsys)
+
+
 def test_default_uses_the_shipped_optimized_schedule(tmp_path, capsys):
     """The main job leads with the best measured configuration: UniPC on the schedule
     optimized for it, shipped with the digits model; the faithful RBE sampler stays one flag away."""

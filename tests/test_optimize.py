@@ -42,6 +42,18 @@ def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
     assert back == s and back.info["solver"] == "dpmpp2m"
 
 
+def test_trimmed_objective_keeps_the_untrimmed_error_capped(setup):
+    gm, full, noise, ref = setup
+    s = R.optimize_schedule(gm, full, noise, 6, "unipc", reference=ref, trim=0.05, full_rmse_cap=1.02, max_sweeps=1)
+    i = s.info
+    assert i["trim"] == 0.05 and i["full_rmse_cap"] == 1.02
+    assert i["rmse"] == pytest.approx(R.schedule_error(gm, noise, ref, s, "unipc", trim=0.05), rel=1e-6)
+    assert i["full_rmse"] == pytest.approx(R.schedule_error(gm, noise, ref, s, "unipc"), rel=1e-6)
+    assert i["rmse"] < i["full_rmse"]  # the worst 5% carry a share of the error
+    untrimmed = [R.schedule_error(gm, noise, ref, R.baseline_schedule(full, 6, k), "unipc") for k in R.BASELINES]
+    assert i["full_rmse"] <= 1.02 * min(untrimmed) * (1 + 1e-6)
+
+
 def test_reference_is_accurate_on_the_mixture(setup):
     pytest.importorskip("diffrax")
     gm, full, noise, ref = setup
@@ -60,6 +72,8 @@ def test_bad_arguments(setup):
         R.optimize_schedule(gm, full, noise, 0, reference=ref)
     with pytest.raises(ValueError, match="trim"):
         R.optimize_schedule(gm, full, noise, 4, reference=ref, trim=0.7)
+    with pytest.raises(ValueError, match="full_rmse_cap"):
+        R.optimize_schedule(gm, full, noise, 4, reference=ref, full_rmse_cap=0.9)
     with pytest.raises(ValueError, match="not on the grid"):
         R.optimize_schedule(gm, full.respace(50), noise, 5, reference=ref, extra_candidates=[R.baseline_schedule(full.respace(70), 5, "uniform")])
 

@@ -20,6 +20,7 @@ from .models import (
     clip_denoised,
     continuous_time_model,
 )
+from .local_error import local_error_schedule
 from .noise import NoiseSchedule
 from .optimize import optimize_schedule, reference_solution, schedule_error
 from .sampler import rbe_sample
@@ -64,6 +65,7 @@ __all__ = [
     "load_pretrained",
     "one_step_field",
     "optimize_schedule",
+    "local_error_schedule",
     "reference_solution",
     "schedule_error",
     "rbe_sample",

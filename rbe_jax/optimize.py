@@ -25,6 +25,7 @@ from ._progress import progress_reporter
 from .models import prepare_model
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
+from .local_error import local_error_schedule, trajectory
 from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, strictly_decreasing_path
 from .solvers import Solver, dpmpp2m, get_solver
 
@@ -90,6 +91,7 @@ def optimize_schedule(
     candidates: Sequence[str] = ("uniform", "quadratic", "logsnr", "karras"),
     powers: Sequence[float] = (1.5, 2.5, 3.0),
     extra_candidates: Sequence[Schedule] = (),
+    local_dp: bool = True,
     max_sweeps: int = 2,
     trim: float = 0.0,
     full_rmse_cap: float = 1.05,
@@ -123,6 +125,9 @@ def optimize_schedule(
       powers: further starts ``(K - 1)(1 - i / nfe)^p`` for each ``p`` (1 is uniform, 2
         quadratic): a one-parameter family between them and beyond.
       extra_candidates: further schedules to start from.
+      local_dp: also start from :func:`rbe_jax.local_error.local_error_schedule` (a dynamic
+        program over measured one-step local errors along the accurate trajectories of
+        ``noise``; costs one accurate solve more when ``reference`` is given).
       max_sweeps: passes over the points per move size.
       trim: the objective leaves out this fraction of the calibration samples with the
         largest errors (see :func:`schedule_error`).  About 1% of samples sit near a
@@ -141,8 +146,9 @@ def optimize_schedule(
       ``start`` (the winning candidate), ``start_rmse``, ``rmse`` (the objective on the
       calibration batch, ``trim`` applied), ``full_rmse`` (untrimmed), ``trim``,
       ``full_rmse_cap``,
-      ``candidates`` (their RMSEs), ``batch``, ``reference_steps``, ``model_evals``
-      (per-sample model evaluations spent, reference included) and ``seconds``.
+      ``candidates`` (their RMSEs), ``batch``, ``reference_steps`` (``None`` when
+      ``reference`` was given), ``trajectory_steps``, ``model_evals`` (per-sample model
+      evaluations spent, accurate solve included) and ``seconds``.
     """
     t0 = time.perf_counter()
     if not isinstance(grid, NoiseSchedule):
@@ -162,14 +168,15 @@ def optimize_schedule(
         raise ValueError(f"full_rmse_cap must be >= 1, got {full_rmse_cap}")
     B = noise.shape[0]
     evals = 0
-    if reference is None:
-        steps = min(grid.K, 500) if reference_steps is None else reference_steps
-        reference = reference_solution(model, grid, noise, steps)
+    if reference is not None and tuple(reference.shape) != tuple(noise.shape):
+        raise ValueError(f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}: they must match")
+    steps = min(grid.K, 500) if reference_steps is None else check_nfe(reference_steps, grid.K, "reference_steps")
+    kept, ref_steps = None, None
+    if local_dp or reference is None:  # one accurate solve gives the reference and the DP's trajectories
+        kept = trajectory(model, grid, noise, steps=steps, points=max(100, nfe))
         evals += steps * B
-    else:
-        steps = None
-        if tuple(reference.shape) != tuple(noise.shape):
-            raise ValueError(f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}: they must match")
+        if reference is None:
+            reference, ref_steps = kept[2], steps
 
     half = B // 2
 
@@ -184,6 +191,10 @@ def optimize_schedule(
     starts = {kind: np.asarray(baseline_schedule(grid, nfe, kind).indices, np.int64) for kind in candidates}
     for p in powers:
         starts[f"power{p:g}"] = strictly_decreasing_path((grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe) ** p, grid.K)
+    if local_dp:
+        dp = local_error_schedule(model, grid, noise, nfe, kept=kept)
+        starts["local_dp"] = np.asarray(dp.indices, np.int64)
+        evals += dp.info["model_evals"] * B
     for s in extra_candidates:
         if s.nfe != nfe:
             raise ValueError(f"extra candidate ({s.method}) has {s.nfe} steps, not {nfe}")
@@ -230,7 +241,8 @@ def optimize_schedule(
         batch=B,
         trim=trim,
         full_rmse_cap=full_rmse_cap,
-        reference_steps=steps,
+        reference_steps=ref_steps,
+        trajectory_steps=steps if kept is not None else None,
         model_evals=evals,
         seconds=round(time.perf_counter() - t0, 2),
     )

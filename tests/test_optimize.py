@@ -23,7 +23,7 @@ def test_never_worse_than_the_best_candidate(setup, solver):
     s.validate(full)
     i = s.info
     assert i["solver"] == solver and i["start"] in i["candidates"]
-    assert set(i["candidates"]) == {"uniform", "quadratic", "logsnr", "karras", "power1.5", "power2.5", "power3"}
+    assert set(i["candidates"]) == {"uniform", "quadratic", "logsnr", "karras", "power1.5", "power2.5", "power3", "local_dp"}
     assert i["start_rmse"] == min(i["candidates"].values())
     assert i["rmse"] <= i["start_rmse"] and i["rmse"] < 0.99 * i["start_rmse"]  # the refinement helps here
     assert i["rmse"] == pytest.approx(R.schedule_error(gm, noise, ref, s, solver), rel=1e-6)
@@ -35,7 +35,7 @@ def test_never_worse_than_the_best_candidate(setup, solver):
 def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
     gm, full, noise, ref = setup
     rbe = R.calibrate(gm, grid, noise, 5)
-    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=[rbe], max_sweeps=1)
+    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=[rbe], local_dp=False, max_sweeps=1)
     assert set(s.info["candidates"]) == {"uniform", "rbe"}
     assert s.info["candidates"]["rbe"] == pytest.approx(R.schedule_error(gm, noise, ref, rbe, "dpmpp2m"), rel=1e-6)
     back = R.Schedule.load(s.save(tmp_path / "opt.json"), full)

@@ -357,7 +357,7 @@ def cmd_calibrate(args) -> int:
         i = sched.info
         print(
             f"wrote {out}: optimized for {args.solver}, nfe={sched.nfe}, timesteps={list(map(int, sched.timesteps))}, "
-            f"RMSE to a {i['reference_steps']}-step solve on {i['batch']} calibration samples {i['rmse']:.4g} "
+            f"RMSE to a {i['reference_steps']}-step solve on the best {1 - i['trim']:.0%} of {i['batch']} calibration samples {i['rmse']:.4g} "
             f"(best start: {i['start']}, {i['start_rmse']:.4g}); {i['model_evals']} model evaluations, {i['seconds']:.0f}s"
         )
         return 0

@@ -93,7 +93,7 @@ def optimize_schedule(
     extra_candidates: Sequence[Schedule] = (),
     local_dp: bool = True,
     max_sweeps: int = 2,
-    trim: float = 0.0,
+    trim: float = 0.02,
     full_rmse_cap: float = 1.05,
     progress: bool | Callable[[dict], None] = False,
 ) -> Schedule:
@@ -134,7 +134,7 @@ def optimize_schedule(
         boundary between modes and end in another mode under any few-step solver; they
         carry most of the squared error, so an untrimmed objective fits those few samples
         (which does not carry over to fresh noise) instead of the typical one.
-        ``bench/schedules_compare.py`` measures both; ``rbe-jax calibrate`` uses 0.02.
+        ``bench/schedules_compare.py --trim 0`` measures the untrimmed objective.
       full_rmse_cap: with ``trim > 0``, the untrimmed RMSE on the batch may exceed the
         lowest untrimmed RMSE among the candidates by at most this factor, at the start
         and after every move (so that trimming cannot buy typical-sample accuracy with

@@ -4,6 +4,8 @@
     python bench/schedules_compare.py --model digits   # the shipped digits model (about an hour on 2 CPU cores)
     python bench/schedules_compare.py --model digits --ship   # also writes the optimized
         schedules into rbe_jax/pretrained/digits/schedules/optimized_nfe{N}_{solver}.json
+    python bench/schedules_compare.py --model digits_cond --guidance 2 --optimize-for unipc
+        # the class-conditional model with classifier-free guidance, labels 0-9 in turn
 
 Schedules: the fixed spacings (uniform, quadratic, log-SNR, Karras rho = 7, on the model's
 K = 100 grid), the faithful RBE schedule (K = 100 grid), RBE on the full training grid
@@ -72,7 +74,8 @@ def main():
     ap.add_argument("--ship", action="store_true", help="write the digits optimized schedules into the package")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    gmm = args.model == "gmm"
+    if args.ship and args.model != "digits":
+        ap.error("--ship writes the digits model's schedules (the guided ones: scripts/ship_guided_schedules.py)")
     n_calib = args.calib or DEFAULT_CALIB[args.model]
     n_test = args.test or DEFAULT_TEST[args.model]
     out = args.out or f"bench/results/schedules_{args.model}" + (f"_w{args.guidance:g}" if args.model == "digits_cond" else "")
@@ -100,11 +103,10 @@ def main():
             s = R.optimize_schedule(calib_model, full, calib, nfe, solver, reference=ref_calib, extra_candidates=[scheds["rbe"], scheds["rbe_fine"]], max_sweeps=1, trim=args.trim)
             scheds[f"optimized[{solver}]"] = s
             costs[f"optimized[{solver}] nfe={nfe}"] = dict(seconds=s.info["seconds"], sample_evals=s.info["model_evals"], start=s.info["start"])
-            if args.ship and not gmm:
+            if args.ship:
                 from rbe_jax.checkpoint import pretrained_path
 
-                w = f"_w{args.guidance:g}" if args.model == "digits_cond" else ""
-                s.save(pretrained_path(args.model) / "schedules" / f"optimized_nfe{nfe}_{solver}{w}.json")
+                s.save(pretrained_path("digits") / "schedules" / f"optimized_nfe{nfe}_{solver}.json")
         for solver in SOLVERS:
             mse = {}
             for name, s in scheds.items():

@@ -1,11 +1,14 @@
-"""Calibrates the RBE schedules shipped with the class-conditional digits model for a few
-guidance weights: rbe_jax/pretrained/digits_cond/schedules/rbe_nfe{N}_w{W}.json.
+"""Makes the schedules shipped with the class-conditional digits model for a few guidance
+weights: rbe_jax/pretrained/digits_cond/schedules/rbe_nfe{N}_w{W}.json (RBE) and
+optimized_nfe{N}_{solver}_w{W}.json (``optimize_schedule`` on the full training schedule).
 
 Each is label-agnostic: the calibration batch cycles through all ten labels (label of sample
 ``b`` is ``b % 10``), so one schedule serves every label at that weight.  `rbe-jax sample
---label L --guidance W` uses it when no label-specific schedule is cached.
+--label L --guidance W` uses the optimized one for its solver if there is one, else the RBE
+one, else calibrates and caches a label-specific RBE schedule.
 
-    python scripts/ship_guided_schedules.py [--n 128] [--weights 1 2 4] [--nfe 10]
+    python scripts/ship_guided_schedules.py [--method rbe] [--n 128] [--weights 1 2 4] [--nfe 10]
+    python scripts/ship_guided_schedules.py --method optimized --solver unipc --weights 2 --nfe 5 8 10 15 20
 """
 
 import argparse
@@ -24,6 +27,8 @@ def main():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--nfe", type=int, nargs="+", default=[10])
+    p.add_argument("--method", choices=("rbe", "optimized"), default="rbe")
+    p.add_argument("--solver", default="unipc", help="optimized: the solver the schedule is made for")
     args = p.parse_args()
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
@@ -35,11 +40,16 @@ def main():
         guided = R.ClassifierFreeGuidance(model=model, label=labels, scale=w, null_label=info.config.num_classes)
         for nfe in args.nfe:
             t0 = time.perf_counter()
-            # a (B,) label array ties the wrapper to batches of B: search on the whole batch
-            s = R.calibrate(guided, grid, noise, nfe, search_samples=args.n)
-            s = R.Schedule.from_indices(grid, s.indices, method="rbe", tau=s.tau, info=dict(s.info, guidance=w, labels="b % 10", seconds=round(time.perf_counter() - t0, 1)))
-            out = s.save(path / "schedules" / f"rbe_nfe{nfe}_w{w:g}.json")
-            print(f"{out}: indices {s.indices.tolist()} tau {s.tau:.4g} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            if args.method == "optimized":  # every training step is a candidate point
+                on, name = info.noise_schedule, f"optimized_nfe{nfe}_{args.solver}_w{w:g}.json"
+                s = R.optimize_schedule(guided, on, noise, nfe, args.solver)
+            else:
+                # a (B,) label array ties the wrapper to batches of B: search on the whole batch
+                on, name = grid, f"rbe_nfe{nfe}_w{w:g}.json"
+                s = R.calibrate(guided, on, noise, nfe, search_samples=args.n)
+            s = R.Schedule.from_indices(on, s.indices, method=s.method, tau=s.tau, info=dict(s.info, guidance=w, labels="b % 10", seconds=round(time.perf_counter() - t0, 1)))
+            out = s.save(path / "schedules" / name)
+            print(f"{out}: indices {s.indices.tolist()} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ import numpy as np
 
 from ._batch import check_noise, place_model
 from ._progress import progress_reporter
+from .local_error import local_error_schedule, trajectory
 from .models import prepare_model
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
-from .local_error import local_error_schedule, trajectory
 from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, strictly_decreasing_path
 from .solvers import Solver, dpmpp2m, get_solver
 
@@ -100,9 +100,11 @@ def optimize_schedule(
     """A schedule of exactly ``nfe`` steps on ``grid`` that minimises the global error of
     ``solver`` for ``model`` on the calibration ``noise``.
 
-    1. Reference endpoints of ``noise``: ``reference`` if given, else
-       :func:`reference_solution` on ``grid`` (pass the model's full training schedule as
-       ``grid`` for the finest placement and the most accurate reference).
+    1. Reference endpoints of ``noise``: ``reference`` if given, else those of an accurate
+       solve as in :func:`reference_solution` (DPM-Solver++(2M) over ``reference_steps``
+       points of ``grid``; pass the model's full training schedule as ``grid`` for the
+       finest placement and the most accurate reference).  The same solve gives the
+       trajectories of the ``local_dp`` start.
     2. Start: the candidate with the lowest RMSE to the reference (``trim`` applied; among
        those within ``full_rmse_cap`` untrimmed), from the baselines named
        in ``candidates``, the power family ``powers`` and any ``extra_candidates`` (an RBE
@@ -127,7 +129,8 @@ def optimize_schedule(
       extra_candidates: further schedules to start from.
       local_dp: also start from :func:`rbe_jax.local_error.local_error_schedule` (a dynamic
         program over measured one-step local errors along the accurate trajectories of
-        ``noise``; costs one accurate solve more when ``reference`` is given).
+        ``noise``; costs one accurate solve more when ``reference`` is given; skipped when
+        ``nfe`` exceeds the solve's steps).
       max_sweeps: passes over the points per move size.
       trim: the objective leaves out this fraction of the calibration samples with the
         largest errors (see :func:`schedule_error`).  About 1% of samples sit near a
@@ -171,6 +174,7 @@ def optimize_schedule(
     if reference is not None and tuple(reference.shape) != tuple(noise.shape):
         raise ValueError(f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}: they must match")
     steps = min(grid.K, 500) if reference_steps is None else check_nfe(reference_steps, grid.K, "reference_steps")
+    local_dp = local_dp and nfe <= steps  # the DP picks its points from the solve's
     kept, ref_steps = None, None
     if local_dp or reference is None:  # one accurate solve gives the reference and the DP's trajectories
         kept = trajectory(model, grid, noise, steps=steps, points=max(100, nfe))

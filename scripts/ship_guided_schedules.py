@@ -8,7 +8,8 @@ Each is label-agnostic: the calibration batch cycles through all ten labels (lab
 one, else calibrates and caches a label-specific RBE schedule.
 
     python scripts/ship_guided_schedules.py [--method rbe] [--n 128] [--weights 1 2 4] [--nfe 10]
-    python scripts/ship_guided_schedules.py --method optimized --solver unipc --weights 2 --nfe 5 8 10 15 20
+    python scripts/ship_guided_schedules.py --method optimized --n 64 --weights 2 --nfe 5 8 10
+    python scripts/ship_guided_schedules.py --method optimized --n 64 --weights 1 4 --nfe 10
 """
 
 import argparse
@@ -29,6 +30,7 @@ def main():
     p.add_argument("--nfe", type=int, nargs="+", default=[10])
     p.add_argument("--method", choices=("rbe", "optimized"), default="rbe")
     p.add_argument("--solver", default="unipc", help="optimized: the solver the schedule is made for")
+    p.add_argument("--max-sweeps", type=int, default=1, help="optimized: passes per move size (as bench/schedules_compare.py)")
     args = p.parse_args()
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
@@ -42,7 +44,7 @@ def main():
             t0 = time.perf_counter()
             if args.method == "optimized":  # every training step is a candidate point
                 on, name = info.noise_schedule, f"optimized_nfe{nfe}_{args.solver}_w{w:g}.json"
-                s = R.optimize_schedule(guided, on, noise, nfe, args.solver)
+                s = R.optimize_schedule(guided, on, noise, nfe, args.solver, max_sweeps=args.max_sweeps)
             else:
                 # a (B,) label array ties the wrapper to batches of B: search on the whole batch
                 on, name = grid, f"rbe_nfe{nfe}_w{w:g}.json"

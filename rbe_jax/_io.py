@@ -32,12 +32,21 @@ def read_json(path, error: type[Exception]):
         raise error(f"{path}: not valid JSON (truncated or corrupted?): {e}") from None
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def temporary_sibling(path) -> Path:
     """A fresh, empty file next to ``path`` (same directory, so a rename is atomic), named
-    ``.<name>.<random>.tmp``."""
+    ``.<name>.<random>.tmp``, with the permissions of a normally created file (``mkstemp``
+    alone would leave the final file readable by its owner only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _new_file_mode())
     return Path(tmp)
 
 

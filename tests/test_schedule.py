@@ -113,3 +113,19 @@ def test_schedule_equality_is_real_but_never_keys_jit(grid, mixture, noise8):
     moved = jax.tree_util.tree_map(lambda v: v, relabelled)  # metadata travels with the pytree
     assert moved.meta == relabelled.meta
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(q)  # one jit cache entry
+
+
+def test_written_files_get_the_usual_permissions(grid, tmp_path):
+    """Files go through a temporary sibling (``mkstemp``, owner-only); the result must have
+    the mode a normally created file gets (0o666 less the umask), like ``open()``."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = R.baseline_schedule(grid, 5, "uniform").save(tmp_path / "s.json")
+        assert (path.stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        path = R.baseline_schedule(grid, 5, "uniform").save(tmp_path / "t.json")
+        assert (path.stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)

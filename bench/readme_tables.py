@@ -49,7 +49,7 @@ def schedules_table(res, solvers=("unipc", "dpmpp2m")) -> list[str]:
                     txt = f"{r[key]:.4g} ({r[key] / bf[key]:.2f}x" + (f", {ci[0]:.2f}-{ci[1]:.2f})" if ci else ")")
                     lines[name].append(f"**{txt}**" if name == "optimized" and r[key] < bf[key] else txt)
             for name, vals in lines.items():
-                if key != "rmse" and name not in ("best fixed spacing", "optimized"):
+                if (key != "rmse" and name not in ("best fixed spacing", "optimized")) or not any(vals):
                     continue
                 L.append(f"| {solver} | {name} | {label} | " + " | ".join(vals) + " |")
     return L
@@ -84,7 +84,9 @@ def main():
         res = load(f"schedules_{name}")
         if res is None:
             continue
-        print(f"## {name}: {res['meta']['date']}, {res['meta']['machine']}, test {res['meta']['test']}, calibration {res['meta']['calib']}\n")
+        fd = res["meta"].get("reference_fd")
+        print(f"## {name}: {res['meta']['date']}, {res['meta']['machine']}, test {res['meta']['test']}, calibration {res['meta']['calib']}"
+              + (f", FD of the reference samples {fd:.2f}" if fd is not None else "") + "\n")
         print("\n".join(schedules_table(res)) + "\n")
         peers = load(f"peers_{name}")
         if peers is not None and peers["meta"]["test"] == res["meta"]["test"]:

@@ -88,12 +88,18 @@ def test_shipped_model_in_bfloat16_matches_float32():
 
 def test_shipped_guided_schedules():
     path = pretrained_path("digits_cond")
-    grid = load_model_info(path).default_grid
+    info = load_model_info(path)
     names = sorted(f.name for f in (path / "schedules").glob("*.json"))
     assert {f"rbe_nfe{n}_w2.json" for n in (5, 8, 10, 15, 20)} | {"rbe_nfe10_w1.json", "rbe_nfe10_w4.json"} <= set(names)
+    assert {f"optimized_nfe{n}_unipc_w2.json" for n in (5, 8, 10)} | {"optimized_nfe10_unipc_w1.json", "optimized_nfe10_unipc_w4.json"} <= set(names)
     for name in names:
-        s = R.Schedule.load(path / "schedules" / name, grid)
-        assert s.method == "rbe" and f"rbe_nfe{s.nfe}_w{s.info['guidance']:g}.json" == name
+        if name.startswith("rbe_"):
+            s = R.Schedule.load(path / "schedules" / name, info.default_grid)
+            assert s.method == "rbe" and f"rbe_nfe{s.nfe}_w{s.info['guidance']:g}.json" == name
+        else:  # optimized on every training step
+            s = R.Schedule.load(path / "schedules" / name, info.noise_schedule)
+            assert s.method == "optimized" and f"optimized_nfe{s.nfe}_{s.info['solver']}_w{s.info['guidance']:g}.json" == name
+            assert s.info["rmse"] <= s.info["start_rmse"] == s.info["candidates"][s.info["start"]]
 
 
 @pytest.mark.parametrize("solver", ["unipc", "dpmpp2m"])
@@ -103,4 +109,4 @@ def test_shipped_optimized_schedules(solver):
     for nfe in (5, 8, 10, 15, 20):
         s = R.Schedule.load(path / "schedules" / f"optimized_nfe{nfe}_{solver}.json", info.noise_schedule)
         assert s.nfe == nfe and s.method == "optimized" and s.info["solver"] == solver
-        assert s.info["rmse"] <= min(s.info["candidates"].values())  # never worse than its best start
+        assert s.info["rmse"] <= s.info["start_rmse"] == s.info["candidates"][s.info["start"]]  # never worse than its start

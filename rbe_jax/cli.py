@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
     s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here (.npz)")
-    s.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model; with --label, the shipped class-conditional one)")
+    s.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond (default: digits; with --label, digits_cond)")
     s.add_argument("--out-dir", default=None, help="sampling job: write numbered .npz shards and a manifest here (resumable)")
     s.add_argument("--batch", type=_positive_int, default=512, help="samples per shard with --out-dir (default 512)")
     s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=("rbe", "optimized"), default="rbe", help="rbe: the RBE rule (default); optimized: minimise --solver's error on the calibration noise")
     c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver an optimized schedule is made for (default unipc)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
-    c.add_argument("--checkpoint", default=None, help="model directory (default: the shipped digits model)")
+    c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond (default: digits; with --label, digits_cond)")
     c.add_argument("--n", type=_positive_int, default=None, help="calibration samples (default 256 for rbe, 64 for optimized)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
@@ -123,10 +123,18 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _model_path(arg: str) -> Path:
+    """A model directory, or the name of a shipped model (an existing path wins)."""
+    from .checkpoint import PRETRAINED, pretrained_path
+
+    p = Path(arg)
+    return pretrained_path(arg) if not p.exists() and arg in PRETRAINED else p
+
+
 def _load(checkpoint, conditional: bool = False):
     from .checkpoint import load_model, load_model_info, pretrained_path
 
-    path = Path(checkpoint) if checkpoint else pretrained_path("digits_cond" if conditional else "digits")
+    path = _model_path(checkpoint) if checkpoint else pretrained_path("digits_cond" if conditional else "digits")
     return path, load_model_info(path), load_model(path)
 
 
@@ -400,12 +408,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .checkpoint import PRETRAINED, load_model_info, pretrained_path
+    from .checkpoint import PRETRAINED, load_model_info
     from .schedule import Schedule
 
-    p = Path(args.path)
-    if not p.exists() and args.path in PRETRAINED:
-        p = pretrained_path(args.path)
+    p = _model_path(args.path)
     if p.is_dir():
         info = load_model_info(p)
         out = dict(

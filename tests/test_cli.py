@@ -246,6 +246,16 @@ def test_guided_sampling_uses_an_optimized_schedule_shipped_for_its_weight(tiny_
     assert "--label 5 --guidance 1 --out FILE.json" in _one_line(capsys)
 
 
+def test_shipped_models_by_name_and_their_guided_optimized_schedules(tmp_path, capsys, monkeypatch):
+    """``--checkpoint digits_cond`` names the shipped model (as ``info`` does); guided sampling
+    at w = 2 uses the optimized UniPC schedule shipped for that weight, any label."""
+    monkeypatch.setenv("RBE_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no directory called digits_cond here
+    assert main(["sample", "--checkpoint", "digits_cond", "--label", "7", "--guidance", "2", "--nfe", "5", "--n", "2", "--out", "g.png"]) == 0
+    assert "optimized schedule, nfe=5, solver=unipc" in capsys.readouterr().out
+    assert (tmp_path / "g.png").is_file()
+
+
 def test_default_uses_the_shipped_optimized_schedule(tmp_path, capsys):
     """The main job leads with the best measured configuration: UniPC on the schedule
     optimized for it, shipped with the digits model; the faithful RBE sampler stays one flag away."""

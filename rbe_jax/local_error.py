@@ -23,7 +23,13 @@ from .sampler import schedule_step_times
 from .schedule import Schedule, baseline_schedule, check_nfe
 from .solvers import Solver, dpmpp2m
 
-__all__ = ["local_error_schedule", "trajectory"]
+__all__ = ["local_error_schedule", "trajectory", "accurate_steps"]
+
+
+def accurate_steps(grid: NoiseSchedule, steps: int | None = None, name: str = "steps") -> int:
+    """Steps of an accurate solve on ``grid``: ``steps`` checked, or by default
+    ``min(K, 500)`` (shared by the reference solve and the trajectories)."""
+    return min(grid.K, 500) if steps is None else check_nfe(steps, grid.K, name)
 
 
 def _trajectory_scan(model, noise, times, solver: Solver, slots, n_kept: int):
@@ -62,7 +68,7 @@ def trajectory(model, grid: NoiseSchedule, noise: jax.Array, *, steps: int | Non
       is ``K - 1``), ``(G, B, ...)`` the states there, ``(B, ...)`` the clean endpoint (the
       same as :func:`rbe_jax.reference_solution` with these ``steps``).
     """
-    steps = min(grid.K, 500) if steps is None else check_nfe(steps, grid.K, "steps")
+    steps = accurate_steps(grid, steps)
     noise = check_noise(noise)
     model = place_model(prepare_model(model), noise)
     sched = baseline_schedule(grid, steps, "uniform")
@@ -152,7 +158,7 @@ def local_error_schedule(
     model = place_model(prepare_model(model), noise)
     solve_evals = 0
     if kept is None:
-        steps = min(grid.K, 500) if steps is None else steps
+        steps = accurate_steps(grid, steps)
         kept = trajectory(model, grid, noise, steps=steps, points=max(points, nfe))
         solve_evals = steps
     indices, states, endpoint = kept

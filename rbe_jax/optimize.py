@@ -22,7 +22,7 @@ import numpy as np
 
 from ._batch import check_noise, place_model
 from ._progress import progress_reporter
-from .local_error import local_error_schedule, trajectory
+from .local_error import accurate_steps, local_error_schedule, trajectory
 from .models import prepare_model
 from .noise import NoiseSchedule
 from .sampler import rbe_sample
@@ -37,7 +37,7 @@ def reference_solution(model, grid: NoiseSchedule, noise: jax.Array, steps: int 
     ``steps`` (default ``min(K, 500)``) uniformly spaced points of ``grid``.  On a full
     1,000-step training table this agrees with a float64 adaptive solve to about 1e-4 on the
     exact Gaussian mixtures of ``rbe_jax.testing``."""
-    steps = min(grid.K, 500) if steps is None else check_nfe(steps, grid.K, "steps")
+    steps = accurate_steps(grid, steps)
     return rbe_sample(model, noise, baseline_schedule(grid, steps, "uniform"), dpmpp2m())
 
 
@@ -173,7 +173,7 @@ def optimize_schedule(
     evals = 0
     if reference is not None and tuple(reference.shape) != tuple(noise.shape):
         raise ValueError(f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}: they must match")
-    steps = min(grid.K, 500) if reference_steps is None else check_nfe(reference_steps, grid.K, "reference_steps")
+    steps = accurate_steps(grid, reference_steps, "reference_steps")
     local_dp = local_dp and nfe <= steps  # the DP picks its points from the solve's
     kept, ref_steps = None, None
     if local_dp or reference is None:  # one accurate solve gives the reference and the DP's trajectories

@@ -9,8 +9,10 @@
 
 Schedules: the fixed spacings (uniform, quadratic, log-SNR, Karras rho = 7, on the model's
 K = 100 grid), the faithful RBE schedule (K = 100 grid), RBE on the full training grid
-("rbe_fine", K = T), and ``optimize_schedule`` (made for each solver on the full training
-schedule from the calibration noise, objective ``--trim``).  Reference: DPM-Solver++(2M) over
+("rbe_fine", K = T), RBE driven by a second-order solver's local error ("rbe_local",
+``calibrate(rule="local_error")``, K = 100 grid), and ``optimize_schedule`` (made for each
+solver on the full training schedule from the calibration noise, objective ``--trim``, the
+RBE schedules among its starts; ``--optimize-for`` with no solver skips it).  Reference: DPM-Solver++(2M) over
 all 1,000 training steps.  Scores on the test noise:
 
 - RMSE to the reference over all samples.  On both models about 1% of the samples sit near a
@@ -30,6 +32,7 @@ import argparse
 import datetime
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +43,11 @@ import rbe_jax as R
 from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, per_sample_rmse, setup
 
 FIXED = ["uniform", "quadratic", "logsnr", "karras"]
+RBE_KINDS = (("rbe", False, "backward_error"), ("rbe_fine", True, "backward_error"), ("rbe_local", False, "local_error"))
+# optimize_schedule's trim: a share of the calibration batch below the ~1% of samples that
+# change modes, once the batch is large enough to hold many of them (the mixture's 16,384);
+# on the image models' small batches 2% (2 or 3 samples)
+DEFAULT_TRIM = {"gmm": 0.005, "digits": 0.02, "digits_cond": 0.02}
 SOLVERS = ["ddim", "dpmpp2m", "dpmpp3m", "unipc"]
 
 
@@ -67,10 +75,10 @@ def main():
     ap.add_argument("--model", choices=MODELS, default="gmm")
     ap.add_argument("--guidance", type=float, default=2.0, help="digits_cond: classifier-free guidance weight (default 2)")
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 8, 10, 15, 20])
-    ap.add_argument("--optimize-for", nargs="+", default=["dpmpp2m", "unipc"], help="solvers to optimize schedules for")
-    ap.add_argument("--calib", type=int, default=None, help="calibration samples (gmm 1024, digits and digits_cond 64)")
-    ap.add_argument("--test", type=int, default=None, help="test samples (gmm 2048, digits and digits_cond 256)")
-    ap.add_argument("--trim", type=float, default=0.02, help="optimize_schedule's trim (share of worst calibration samples left out)")
+    ap.add_argument("--optimize-for", nargs="*", default=["dpmpp2m", "unipc"], help="solvers to optimize schedules for (none: skip)")
+    ap.add_argument("--calib", type=int, default=None, help="calibration samples (gmm 16384, digits and digits_cond 64)")
+    ap.add_argument("--test", type=int, default=None, help="test samples (gmm 16384, digits and digits_cond 256)")
+    ap.add_argument("--trim", type=float, default=None, help="optimize_schedule's trim, the share of worst calibration samples left out (gmm 0.005, else 0.02)")
     ap.add_argument("--ship", action="store_true", help="write the digits optimized schedules into the package")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -78,6 +86,7 @@ def main():
         ap.error("--ship writes the digits model's schedules (the guided ones: scripts/ship_guided_schedules.py)")
     n_calib = args.calib or DEFAULT_CALIB[args.model]
     n_test = args.test or DEFAULT_TEST[args.model]
+    args.trim = DEFAULT_TRIM[args.model] if args.trim is None else args.trim
     out = args.out or f"bench/results/schedules_{args.model}" + (f"_w{args.guidance:g}" if args.model == "digits_cond" else "")
     model, full, grid, calib, test, calib_model = setup(args.model, n_calib, n_test, args.guidance)
 
@@ -95,12 +104,12 @@ def main():
     rows, costs = [], {}
     for nfe in args.nfe:
         scheds = {k: R.baseline_schedule(grid, nfe, k) for k in FIXED}
-        for name, g in (("rbe", grid), ("rbe_fine", full)):
+        for name, fine, rule in RBE_KINDS:
             t1 = time.perf_counter()
-            scheds[name] = R.calibrate(calib_model, g, calib, nfe, **per_sample_labels)
+            scheds[name] = R.calibrate(calib_model, full if fine else grid, calib, nfe, rule=rule, **per_sample_labels)
             costs[f"{name} nfe={nfe}"] = dict(seconds=round(time.perf_counter() - t1, 1), sample_evals=scheds[name].info["calibration_sample_evals"])
         for solver in args.optimize_for:
-            s = R.optimize_schedule(calib_model, full, calib, nfe, solver, reference=ref_calib, extra_candidates=[scheds["rbe"], scheds["rbe_fine"]], max_sweeps=1, trim=args.trim)
+            s = R.optimize_schedule(calib_model, full, calib, nfe, solver, reference=ref_calib, extra_candidates=[scheds[name] for name, _, _ in RBE_KINDS], max_sweeps=1, trim=args.trim)
             scheds[f"optimized[{solver}]"] = s
             costs[f"optimized[{solver}] nfe={nfe}"] = dict(seconds=s.info["seconds"], sample_evals=s.info["model_evals"], start=s.info["start"])
             if args.ship:
@@ -129,7 +138,7 @@ def main():
         date=datetime.date.today().isoformat(),
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}",
         model=args.model + (f", guidance w = {args.guidance:g}" if args.model == "digits_cond" else ""), calib=n_calib, test=n_test, reference=f"dpmpp2m, {full.K} steps", reference_check_rmse=ref_err,
-        trim=args.trim, reference_fd=fd_floor,
+        trim=args.trim, reference_fd=fd_floor, command=" ".join(["python bench/schedules_compare.py", *sys.argv[1:]]),
     )
     Path(out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows, costs=costs), indent=1) + "\n")
     write_md(out + ".md", meta, rows, costs, args.nfe)
@@ -138,7 +147,7 @@ def main():
 
 def write_md(path, meta, rows, costs, nfes):
     L = [f"# Schedules x solvers at equal NFE: {meta['model']} ({meta['date']}, {meta['machine']})", "",
-         f"`python bench/schedules_compare.py --model {meta['model']}`. Test noise: {meta['test']} samples; calibration "
+         f"`{meta.get('command', 'python bench/schedules_compare.py --model ' + meta['model'])}`. Test noise: {meta['test']} samples; calibration "
          f"(RBE, optimized with trim {meta['trim']}) on {meta['calib']} other samples. Reference: {meta['reference']} "
          f"(its distance to a half-as-long solve: {meta['reference_check_rmse']:.1e}).", ""]
     metrics = [("rmse", "RMSE to the reference (all test samples)", "{:.4f}"),

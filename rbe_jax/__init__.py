@@ -3,7 +3,7 @@
 Public names are re-exported here; each concept lives in the module named for it.
 """
 
-from .adaptive import AdaptivePaths, adaptive_paths
+from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
 from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
 from .checkpoint import load_model, load_pretrained, save_model
 from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
@@ -66,6 +66,7 @@ __all__ = [
     "one_step_field",
     "optimize_schedule",
     "local_error_schedule",
+    "local_error_paths",
     "reference_solution",
     "schedule_error",
     "rbe_sample",

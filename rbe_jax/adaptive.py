@@ -1,8 +1,14 @@
-"""Per-sample adaptive RBE paths: every sample takes its own backward-error-bounded steps.
+"""Per-sample adaptive paths: every sample takes its own error-bounded steps on the grid.
 
-One jit-compiled ``lax.while_loop`` advances the whole batch; a sample that reached clean
-data (index ``-1``) is masked: its state no longer changes.  The loop ends when every sample
-is finished or after ``max_steps`` iterations.
+Two step-size rules, each one jit-compiled ``lax.while_loop`` over the whole batch; a sample
+that reached clean data (index ``-1``) is masked: its state no longer changes.
+
+- :func:`adaptive_paths`: the seed's RBE rule (``shared`` method, faithful): DDIM steps
+  whose backward error (one VJP per step) stays below ``tau``.
+- :func:`local_error_paths`: RBE driven by a second-order solver's local error instead:
+  DPM-Solver++(2M) steps, each accepted when the estimated local error of that step stays
+  below ``tol`` and retried shorter otherwise (no gradients; rejected trials cost model
+  evaluations during calibration only).
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import jax.numpy as jnp
 
 from ._batch import check_noise, compute_dtype, nonfinite_rows, per_sample, place_model
 from .backward_error import backward_error, check_tau, step_size
-from .models import prepare_model
+from .models import call_model, prepare_model
 from .noise import NoiseSchedule
 from .solvers import ddim_update
 
-__all__ = ["AdaptivePaths", "adaptive_paths"]
+__all__ = ["AdaptivePaths", "adaptive_paths", "local_error_paths"]
 
 
 class AdaptivePaths(NamedTuple):
@@ -33,7 +39,10 @@ class AdaptivePaths(NamedTuple):
       nonfinite_step: ``(B,)`` int32, the first step at which eps, the backward-error
         indicator or the DDIM update was NaN/Inf for that sample (``-1``: never).
       nonfinite_index: ``(B,)`` int32, the grid index at that step (``-1``: never).
-      iterations: scalar int32, loop iterations run (each a batched forward + VJP).
+      iterations: scalar int32, loop iterations run (each a batched forward pass, with a
+        VJP for the backward-error rule).
+      evals: ``(B,)`` int32 model evaluations spent on each sample (with the local-error
+        rule, rejected trial steps included).
     """
 
     paths: jax.Array
@@ -43,6 +52,7 @@ class AdaptivePaths(NamedTuple):
     nonfinite_step: jax.Array
     nonfinite_index: jax.Array
     iterations: jax.Array
+    evals: jax.Array
 
 
 class _LoopState(NamedTuple):
@@ -111,6 +121,7 @@ def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps) -> Ad
         nonfinite_step=s.bad_step,
         nonfinite_index=s.bad_index,
         iterations=s.step,
+        evals=s.nfe,
     )
 
 
@@ -149,34 +160,246 @@ def adaptive_paths(
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     check_tau(tau)
     noise = check_noise(noise)
+    max_steps = _check_max_steps(max_steps, grid)
+    model = place_model(prepare_model(model), noise)
+    ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
+    ts = jnp.asarray(grid.timesteps, jnp.int32)
+    cap = jnp.asarray(max_steps, jnp.int32)
+    return _chunked(lambda x: _adaptive_loop_jit(model, ext, ts, x, tau, cap), noise, chunk_size, max_steps)
+
+
+def _check_max_steps(max_steps, grid: NoiseSchedule) -> int:
     max_steps = grid.K if max_steps is None else int(max_steps)
     if not 1 <= max_steps <= grid.K:
         raise ValueError(f"max_steps must satisfy 1 <= max_steps <= K = {grid.K} (no path is longer), got {max_steps}")
-    model = place_model(prepare_model(model), noise)
+    return max_steps
+
+
+def _chunked(run, noise: jax.Array, chunk_size: int | None, max_steps: int) -> AdaptivePaths:
+    """``run(x) -> AdaptivePaths`` over the batch in chunks of ``chunk_size`` samples (one
+    compilation: the last chunk is padded with copies of the first rows), paths cut to
+    ``max_steps + 1`` columns; ``iterations`` is summed over chunks."""
     B = noise.shape[0]
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk = B if chunk_size is None else min(int(chunk_size), B)
-    ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
-    ts = jnp.asarray(grid.timesteps, jnp.int32)
-    cap = jnp.asarray(max_steps, jnp.int32)
 
-    def run(x):
-        r = _adaptive_loop_jit(model, ext, ts, x, tau, cap)
+    def cut(r: AdaptivePaths) -> AdaptivePaths:
         return r._replace(paths=r.paths[:, : max_steps + 1])
 
     if chunk == B:
-        return run(noise)
+        return cut(run(noise))
     parts = []
     for start in range(0, B, chunk):
         x = noise[start : start + chunk]
         n = x.shape[0]
-        if n < chunk:  # pad with copies of the first rows: same shape, no new compilation
+        if n < chunk:
             x = jnp.concatenate([x, noise[: chunk - n]], axis=0)
-        parts.append((n, run(x)))
+        parts.append((n, cut(run(x))))
     fields = {
         f: jnp.concatenate([getattr(r, f)[:n] for n, r in parts], axis=0)
         for f in AdaptivePaths._fields
         if f != "iterations"
     }
     return AdaptivePaths(**fields, iterations=sum(r.iterations for _, r in parts))
+
+
+# ---------------------------------------------------------------------------------------
+# RBE driven by a second-order solver's local error
+# ---------------------------------------------------------------------------------------
+
+SAFETY = 0.9  # aim a little below the tolerance when proposing the next step
+MAX_GROWTH = 10.0  # a step at most this many times longer (in half-log-SNR) than the last
+MIN_SHRINK = 0.1  # a rejected step is retried at least this long (and always shorter)
+FIRST_TRIAL = 0.5  # the first trial step goes to this fraction of the grid
+
+
+def _psi1(h):
+    """``int_0^h exp(-(h - u)) u du``."""
+    return h + jnp.expm1(-h)
+
+
+def _psi2(h):
+    """``int_0^h exp(-(h - u)) u^2 du``."""
+    return h * h - 2.0 * h - 2.0 * jnp.expm1(-h)
+
+
+def _rms(v: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(jnp.square(v), axis=tuple(range(1, v.ndim))))
+
+
+class _LocalState(NamedTuple):
+    """Carry of the local-error loop (per-sample arrays are ``(B,)`` or ``(B, ...)``)."""
+
+    step: jax.Array  # scalar int32: iterations run
+    idx: jax.Array  # current grid index (-1: finished)
+    trial: jax.Array  # grid index the next trial step goes to (-1: clean data)
+    x: jax.Array  # sample at idx
+    x0: jax.Array  # its x0 prediction
+    x0_prev: jax.Array  # x0 prediction at the previous accepted point
+    lam_prev: jax.Array  # half-log-SNR there
+    has_prev: jax.Array  # bool: a previous point exists
+    paths: jax.Array  # (B, K + 1) int32 accepted index paths, padded with -1
+    nfe: jax.Array  # int32 accepted steps
+    evals: jax.Array  # int32 model evaluations (trials included)
+    bad_step: jax.Array  # int32 first iteration with a non-finite value (-1: none)
+    bad_index: jax.Array  # int32 grid index of that evaluation
+
+
+def _snap(lam_grid: jax.Array, goal: jax.Array, below: jax.Array) -> jax.Array:
+    """The grid index with the largest half-log-SNR not above ``goal``, at most ``below - 1``
+    (``lam_grid`` ``(K,)`` decreases with the index)."""
+    count = jnp.sum(lam_grid[None, :] > goal[:, None], axis=1).astype(jnp.int32)
+    return jnp.minimum(count, below - 1)
+
+
+def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps, max_iters) -> AdaptivePaths:
+    """The jitted core of :func:`local_error_paths`; ``alpha, sigma, lam``: ``(K,)`` tables of
+    the grid points, every argument traced."""
+    B = noise.shape[0]
+    K = timesteps.shape[0]
+    cdt = compute_dtype(noise.dtype)
+    alpha, sigma, lam = alpha.astype(cdt), sigma.astype(cdt), lam.astype(cdt)
+    tol = jnp.asarray(tol, cdt)
+    x = noise.astype(cdt)
+    top = jnp.full((B,), K - 1, jnp.int32)
+    eps = call_model(model, x, timesteps[top]).astype(cdt)
+    bad0 = nonfinite_rows(eps)
+    init = _LocalState(
+        step=jnp.zeros((), jnp.int32),
+        idx=top,
+        trial=jnp.full((B,), int(FIRST_TRIAL * K), jnp.int32) if K > 1 else jnp.full((B,), -1, jnp.int32),
+        x=noise,
+        x0=(x - sigma[K - 1] * eps) / alpha[K - 1],
+        x0_prev=jnp.zeros_like(x),
+        lam_prev=jnp.zeros((B,), cdt),
+        has_prev=jnp.zeros((B,), bool),
+        paths=jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1),
+        nfe=jnp.zeros((B,), jnp.int32),
+        evals=jnp.ones((B,), jnp.int32),
+        bad_step=jnp.where(bad0, 0, -1).astype(jnp.int32),
+        bad_index=jnp.where(bad0, K - 1, -1).astype(jnp.int32),
+    )
+
+    def running(s: _LocalState):
+        return (s.idx >= 0) & (s.nfe < max_steps) & (s.bad_step < 0)
+
+    def cond(s: _LocalState):
+        return (s.step < max_iters) & jnp.any(running(s))
+
+    def body(s: _LocalState):
+        active = running(s)
+        k, j = jnp.maximum(s.idx, 0), s.trial
+        final = j < 0
+        jc = jnp.maximum(j, 0)
+        lk, lj = lam[k], lam[jc]
+        h = jnp.where(final, 1.0, lj - lk)  # finite in the unused branch
+        h0 = jnp.where(s.has_prev, lk - s.lam_prev, 1.0)
+        x, x0 = s.x.astype(cdt), s.x0
+        # the trial step: DPM-Solver++(2M) (first order without a previous point; the step
+        # to clean data returns x0)
+        d = jnp.where(per_sample(s.has_prev, x), x0 + per_sample(h / (2.0 * h0), x) * (x0 - s.x0_prev), x0)
+        xt = per_sample(sigma[jc] / sigma[k], x) * x - per_sample(alpha[jc] * jnp.expm1(-h), x) * d
+        xt = jnp.where(per_sample(final, x), x0, xt)
+        eps_t = call_model(model, xt, timesteps[jc]).astype(cdt)
+        x0t = (xt - per_sample(sigma[jc], x) * eps_t) / per_sample(alpha[jc], x)
+        # the step's local error: the quadratic (first-order: linear) term of x0 along the
+        # step that the step leaves out, from divided differences in half-log-SNR, weighted
+        # by the exponential integrator's kernel
+        d1 = (x0t - x0) / per_sample(h, x)
+        dd2 = (d1 - (x0 - s.x0_prev) / per_sample(h0, x)) / per_sample(h + h0, x)
+        est = alpha[jc] * jnp.where(s.has_prev, _rms(dd2) * (_psi2(h) + h0 * _psi1(h)), _rms(d1) * _psi1(h))
+        bad = active & ~final & (nonfinite_rows(eps_t) | ~jnp.isfinite(est))
+        accept = active & ~bad & (final | (est <= tol) | (j == k - 1))
+        reject = active & ~bad & ~accept
+        order = jnp.where(s.has_prev, 3.0, 2.0)
+        factor = jnp.clip(SAFETY * (tol / jnp.maximum(est, jnp.finfo(cdt).tiny)) ** (1.0 / order), MIN_SHRINK, MAX_GROWTH)
+        # after an accepted step: go to clean data when the x0 prediction, extrapolated
+        # linearly in sigma down to 0, moves by at most tol; else propose the next step
+        done_err = sigma[jc] * _rms((x0t - x0) / per_sample(sigma[k] - sigma[jc], x))
+        after = jnp.where((done_err <= tol) | (j == 0), -1, _snap(lam, lj + h * factor, jc))
+        retry = jnp.clip(_snap(lam, lk + h * jnp.minimum(factor, SAFETY), k), j + 1, k - 1)
+        acc = per_sample(accept, x)
+        col = jnp.where(accept, s.nfe + 1, K)  # column K is padding only a finished path reaches
+        return _LocalState(
+            step=s.step + 1,
+            idx=jnp.where(accept, j, s.idx),
+            trial=jnp.where(accept, jnp.where(final, -1, after), jnp.where(reject, retry, s.trial)).astype(jnp.int32),
+            x=jnp.where(acc, xt.astype(s.x.dtype), s.x),
+            x0=jnp.where(acc & ~per_sample(final, x), x0t, x0),
+            x0_prev=jnp.where(acc, x0, s.x0_prev),
+            lam_prev=jnp.where(accept, lk, s.lam_prev),
+            has_prev=s.has_prev | accept,
+            paths=s.paths.at[jnp.arange(B), col].set(jnp.where(accept, j, s.paths[jnp.arange(B), col])),
+            nfe=s.nfe + accept.astype(jnp.int32),
+            evals=s.evals + (active & ~final).astype(jnp.int32),
+            bad_step=jnp.where(bad & (s.bad_step < 0), s.step + 1, s.bad_step),
+            bad_index=jnp.where(bad & (s.bad_step < 0), j, s.bad_index),
+        )
+
+    s = jax.lax.while_loop(cond, body, init)
+    return AdaptivePaths(
+        paths=s.paths,
+        samples=s.x,
+        nfe=s.nfe,
+        finished=s.idx < 0,
+        nonfinite_step=s.bad_step,
+        nonfinite_index=s.bad_index,
+        iterations=s.step,
+        evals=s.evals,
+    )
+
+
+_local_error_loop_jit = jax.jit(_local_error_loop)
+
+
+def local_error_paths(
+    model,
+    grid: NoiseSchedule,
+    noise: jax.Array,
+    tol,
+    max_steps: int | None = None,
+    chunk_size: int | None = None,
+) -> AdaptivePaths:
+    """Per-sample adaptive paths whose steps bound a second-order solver's local error.
+
+    Every sample steps with DPM-Solver++(2M) (first order on its first step, x0 on the
+    step to clean data).  A trial step from grid point ``k`` to ``j`` evaluates the model
+    at ``j`` (which the next step needs anyway) and estimates the step's local error from
+    the x0 predictions at the last three points: ``alpha_j * rms(x0[l_p, l_k, l_j]) *
+    int_0^h exp(-(h-u)) u (u + h_0) du``, the quadratic term of x0 in half-log-SNR that the
+    step's linear extrapolation leaves out (``h = l_j - l_k``, ``h_0 = l_k - l_p``; on the
+    first step the linear term, ``rms(x0[l_k, l_j]) int exp(-(h-u)) u du``).  The step is
+    accepted if the estimate is at most ``tol`` (or ``j`` is the next grid point) and
+    retried shorter otherwise; the next trial is the usual controller's
+    ``h * 0.9 (tol / est)^(1/(p+1))`` (clipped to ``[0.1, 10] h``), snapped down to the
+    grid.  A sample goes to clean data once its x0 prediction, extrapolated linearly in
+    sigma down to 0, moves by at most ``tol``.  ``tol`` is an RMS distance per element of
+    the sample, in the data's units.
+
+    Unlike the backward-error rule (:func:`adaptive_paths`) there is no gradient; a
+    rejected trial costs a model evaluation during calibration only (``evals``).
+
+    Args:
+      model: ``model(x, t) -> eps``.
+      grid: the (respaced) :class:`NoiseSchedule` of ``K`` points.
+      noise: ``(B, ...)`` samples at grid point ``K - 1``.
+      tol: local-error tolerance, > 0 (may be traced).
+      max_steps: accepted steps after which a sample stops unfinished (default ``K``).
+      chunk_size: as in :func:`adaptive_paths`.
+    Returns:
+      :class:`AdaptivePaths` (``iterations``: trial steps of the batch, each one batched
+      forward pass).
+    """
+    if not isinstance(grid, NoiseSchedule):
+        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    check_tau(tol)
+    noise = check_noise(noise)
+    max_steps = _check_max_steps(max_steps, grid)
+    model = place_model(prepare_model(model), noise)
+    cdt = compute_dtype(noise.dtype)
+    alpha, sigma, lam = (jnp.asarray(v, cdt) for v in (grid.alpha, grid.sigma, grid.log_snr))
+    ts = jnp.asarray(grid.timesteps, jnp.int32)
+    cap = jnp.asarray(max_steps, jnp.int32)
+    iters = jnp.asarray(8 * max_steps + 16, jnp.int32)  # every step ends within a few trials
+    return _chunked(lambda x: _local_error_loop_jit(model, alpha, sigma, lam, ts, x, tol, cap, iters), noise, chunk_size, max_steps)

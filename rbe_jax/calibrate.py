@@ -20,14 +20,16 @@ import numpy as np
 
 from ._batch import check_noise, place_model, raise_nonfinite
 from ._progress import progress_reporter
-from .adaptive import AdaptivePaths, adaptive_paths
+from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
 from .models import prepare_model
 from .noise import NoiseSchedule
 from .schedule import Schedule, check_nfe, strictly_decreasing_path
 
-__all__ = ["schedule_from_paths", "resampled_schedule_from_paths", "calibrate", "path_lengths"]
+__all__ = ["schedule_from_paths", "resampled_schedule_from_paths", "calibrate", "path_lengths", "RULES"]
 
 TAU_MIN, TAU_MAX = 1e-12, 1e12
+# the step-size rules: how adaptive paths bound each step, and the search's first threshold
+RULES = {"backward_error": (adaptive_paths, 1.0), "local_error": (local_error_paths, 1e-2)}
 BRACKET_RATIO = 1.01  # stop bisecting once hi / lo is this close: step counts barely move
 
 
@@ -104,9 +106,10 @@ def calibrate(
     nfe: int,
     *,
     tau: float | None = None,
+    rule: str = "backward_error",
     min_samples: int | None = None,
     max_iters: int = 40,
-    tau_init: float = 1.0,
+    tau_init: float | None = None,
     search_samples: int = 64,
     chunk_size: int | None = None,
     progress: bool | Callable[[dict], None] = False,
@@ -119,11 +122,18 @@ def calibrate(
       noise: ``(B, ...)`` calibration noise (e.g. 256-2500 samples).
       nfe: target steps, ``1 <= nfe < K``.
       tau: a fixed threshold (skips the search); default: searched.
+      rule: how each adaptive step is bounded: ``"backward_error"`` (the seed's rule, DDIM
+        steps, one VJP each; :func:`rbe_jax.adaptive_paths`) or ``"local_error"`` (RBE
+        driven by a second-order solver's local error: DPM-Solver++(2M) steps whose
+        estimated local error stays below ``tau``, an RMS distance per element in the
+        data's units; no gradients; :func:`rbe_jax.local_error_paths`).  The schedule then
+        serves any solver.
       min_samples: samples with exactly ``nfe`` steps needed to use the reference rule
         (default ``max(1, ceil(B / 20))``); with fewer, paths are resampled
         (:func:`resampled_schedule_from_paths`).
       max_iters: adaptive runs the search may spend at most.
-      tau_init: the search's first threshold.
+      tau_init: the search's first threshold (default 1 for the backward-error rule, 0.01
+        for the local-error rule).
       search_samples: the search runs on the first this-many samples only; the schedule
         then comes from one run of the whole batch at the threshold found.
       chunk_size: run the adaptive paths in chunks of this many samples to bound memory
@@ -133,10 +143,11 @@ def calibrate(
         callable is called after each adaptive run with a dict of its statistics (``tau``,
         ``samples``, ``mean_nfe``, ``exact``, ``iterations``, ``sample_evals``).
     Returns:
-      A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the samples
-      used, the aggregation (``"exact"`` or ``"resampled"``), ``search_runs`` (adaptive
+      A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the
+      ``rule``, the samples used, the aggregation (``"exact"`` or ``"resampled"``), ``search_runs`` (adaptive
       runs on the search sub-batch; the final whole-batch run comes on top), and
-      ``calibration_evals`` (batched forward + VJP passes spent, all runs) and
+      ``calibration_evals`` (batched passes spent, all runs: forward + VJP for the
+      backward-error rule, forward for the local-error rule) and
       ``calibration_sample_evals`` (per-sample model evaluations, all runs).
     Raises:
       FloatingPointError: the model returned NaN/Inf (names the sample, step, grid index).
@@ -145,6 +156,10 @@ def calibrate(
     if not isinstance(grid, NoiseSchedule):
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     nfe = check_nfe(nfe, grid.K - 1)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {sorted(RULES)}")
+    paths_fn, default_tau = RULES[rule]
+    tau_init = default_tau if tau_init is None else tau_init
     noise = check_noise(noise)
     model = place_model(prepare_model(model), noise)
     B = noise.shape[0]
@@ -164,7 +179,7 @@ def calibrate(
     )
 
     def run(t: float, x: jax.Array) -> dict:
-        res = adaptive_paths(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
+        res = paths_fn(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
         _check_finite(res, grid, t)
         res = res._replace(**{f: _host(getattr(res, f)) for f in ("paths", "nfe", "finished")})
         steps = np.where(res.finished, res.nfe, max_steps + 1)
@@ -174,7 +189,7 @@ def calibrate(
             mean_nfe=float(steps.mean()),
             exact=int(np.sum(steps == nfe)),
             iterations=int(res.iterations),
-            sample_evals=int(res.nfe.sum()),
+            sample_evals=int(_host(res.evals).sum()),
         )
         runs.append(r)
         report(dict(r))
@@ -202,6 +217,7 @@ def calibrate(
     lengths = path_lengths(paths)
     hist = {str(int(m)): int(c) for m, c in zip(*np.unique(lengths[lengths > 0], return_counts=True))}
     info = dict(
+        rule=rule,
         samples_used=used,
         batch=B,
         aggregation=aggregation,

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=_positive_int, default=None, help="calibration samples (default 256 for rbe, 64 for optimized)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
+    c.add_argument(
+        "--rule",
+        choices=("backward_error", "local_error"),
+        default="backward_error",
+        help="--method rbe's step rule: backward_error (the seed's, default) or local_error (bounds a second-order solver's local error)",
+    )
     c.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
     c.add_argument("--guidance", type=_guidance_weight, default=0.0, help="classifier-free guidance weight w >= 0 (default 0)")
 
@@ -138,13 +144,13 @@ def _load(checkpoint, conditional: bool = False):
     return path, load_model_info(path), load_model(path)
 
 
-def _calibrate(model, grid, info, nfe, n, seed, tau=None):
+def _calibrate(model, grid, info, nfe, n, seed, tau=None, rule="backward_error"):
     import jax
 
     from .calibrate import calibrate
 
     noise = jax.random.normal(jax.random.key(seed), (n, *info.image_shape))
-    return calibrate(model, grid, noise, nfe, tau=tau, progress=True)
+    return calibrate(model, grid, noise, nfe, tau=tau, rule=rule, progress=True)
 
 
 def _load_schedule(f: Path, info):
@@ -354,8 +360,8 @@ def cmd_calibrate(args) -> int:
     if args.method == "optimized":
         from .optimize import optimize_schedule
 
-        if args.tau is not None:
-            raise CLIError("--tau applies to --method rbe only")
+        if args.tau is not None or args.rule != "backward_error":
+            raise CLIError("--tau and --rule apply to --method rbe only")
         grid = info.noise_schedule  # every training step is a candidate point
         if args.nfe > grid.K:
             raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K} training steps")
@@ -372,13 +378,14 @@ def cmd_calibrate(args) -> int:
     grid = info.default_grid
     if args.nfe >= grid.K:
         raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
-    sched = _calibrate(model, grid, info, args.nfe, args.n or 256, args.seed, tau=args.tau)
+    sched = _calibrate(model, grid, info, args.nfe, args.n or 256, args.seed, tau=args.tau, rule=args.rule)
     sched.save(out)
     i = sched.info
+    passes = "forward+VJP" if args.rule == "backward_error" else "forward"
     print(
-        f"wrote {out}: nfe={sched.nfe}, tau={sched.tau:.4g}, indices={list(map(int, sched.indices))}, "
+        f"wrote {out}: nfe={sched.nfe}, rule={args.rule}, tau={sched.tau:.4g}, indices={list(map(int, sched.indices))}, "
         f"{i['samples_used']}/{i['batch']} samples ({i['aggregation']}), {i['search_runs']} search runs + 1 full run, "
-        f"{i['calibration_evals']} batched forward+VJP passes"
+        f"{i['calibration_evals']} batched {passes} passes"
     )
     return 0
 

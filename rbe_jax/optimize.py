@@ -126,7 +126,8 @@ def optimize_schedule(
       candidates: baseline kinds to start from (see :data:`rbe_jax.BASELINES`).
       powers: further starts ``(K - 1)(1 - i / nfe)^p`` for each ``p`` (1 is uniform, 2
         quadratic): a one-parameter family between them and beyond.
-      extra_candidates: further schedules to start from.
+      extra_candidates: further schedules to start from (in ``info["candidates"]`` under
+        their method, RBE schedules with their rule and grid size).
       local_dp: also start from :func:`rbe_jax.local_error.local_error_schedule` (a dynamic
         program over measured one-step local errors along the accurate trajectories of
         ``noise``; costs one accurate solve more when ``reference`` is given; skipped when
@@ -202,7 +203,8 @@ def optimize_schedule(
     for s in extra_candidates:
         if s.nfe != nfe:
             raise ValueError(f"extra candidate ({s.method}) has {s.nfe} steps, not {nfe}")
-        starts[s.method] = _on_grid(grid, s)
+        name = f"{s.method}/{s.info['rule']}/K={s.meta.K}" if "rule" in s.info else s.method
+        starts[name if name not in starts else f"{name}#{len(starts)}"] = _on_grid(grid, s)
     scored = {name: losses(idx) for name, idx in starts.items()}
     cap = full_rmse_cap * min(v[3] for v in scored.values())
     start = min((k for k in scored if scored[k][3] <= cap), key=lambda k: scored[k][0])

@@ -42,6 +42,16 @@ def test_calibrate_then_sample_from_file_and_info(tiny_dir, tmp_path, capsys):
     assert info["kind"] == "model" and info["config"]["base_channels"] == 8
 
 
+def test_calibrate_with_the_local_error_rule(tiny_dir, tmp_path, capsys):
+    sched = tmp_path / "sched.json"
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--nfe", "4", "--n", "16", "--rule", "local_error", "--out", str(sched)]) == 0
+    assert "rule=local_error" in capsys.readouterr().out
+    s = R.Schedule.load(sched)
+    assert s.nfe == 4 and s.method == "rbe" and s.info["rule"] == "local_error"
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "optimized", "--rule", "local_error", "--nfe", "3", "--out", str(sched)]) == 2
+    assert "--tau and --rule apply to --method rbe only" in capsys.readouterr().err
+
+
 def test_rbe_without_shipped_schedule_calibrates_and_says_so(tiny_dir, tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--n", "2", "--out", str(tmp_path / "x.png")]) == 0
     assert "calibrating" in capsys.readouterr().err
@@ -224,7 +234,7 @@ def test_calibrate_an_optimized_schedule_and_sample_with_it(tiny_dir, tmp_path, 
     assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "optimized", "--out", str(tmp_path / "o.png")]) == 2
     assert "rbe-jax calibrate --method optimized" in _one_line(capsys)
     assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "optimized", "--tau", "1", "--nfe", "3", "--out", str(out)]) == 2
-    assert "--tau applies to --method rbe only" in _one_line(capsys)
+    assert "--tau and --rule apply to --method rbe only" in _one_line(capsys)
 
 
 def test_guided_sampling_uses_an_optimized_schedule_shipped_for_its_weight(tiny_cond_dir, tmp_path, capsys, monkeypatch):

@@ -35,9 +35,14 @@ def test_never_worse_than_the_best_candidate(setup, solver):
 def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
     gm, full, noise, ref = setup
     rbe = R.calibrate(gm, grid, noise, 5)
-    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=[rbe], local_dp=False, max_sweeps=1)
-    assert set(s.info["candidates"]) == {"uniform", "rbe"}
-    assert s.info["candidates"]["rbe"] == pytest.approx(R.schedule_error(gm, noise, ref, rbe, "dpmpp2m", trim=s.info["trim"]), rel=1e-6)
+    local = R.calibrate(gm, grid, noise, 5, rule="local_error")
+    fine = R.calibrate(gm, full, noise, 5)
+    extras = [rbe, local, fine, rbe]
+    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=extras, local_dp=False, max_sweeps=1)
+    names = ["rbe/backward_error/K=100", "rbe/local_error/K=100", "rbe/backward_error/K=1000", "rbe/backward_error/K=100#4"]
+    assert set(s.info["candidates"]) == {"uniform", *names}  # every start kept, under its own name
+    for name, sched in zip(names, extras):
+        assert s.info["candidates"][name] == pytest.approx(R.schedule_error(gm, noise, ref, sched, "dpmpp2m", trim=s.info["trim"]), rel=1e-6)
     back = R.Schedule.load(s.save(tmp_path / "opt.json"), full)
     assert back == s and back.info["solver"] == "dpmpp2m"
 

@@ -153,7 +153,7 @@ def main():
     ap.add_argument("--model", choices=MODELS, default="gmm")
     ap.add_argument("--guidance", type=float, default=2.0, help="digits_cond: classifier-free guidance weight (default 2)")
     ap.add_argument("--nfe", type=int, nargs="+", default=NFES)
-    ap.add_argument("--test", type=int, default=None, help="test samples (gmm 2048, digits 256)")
+    ap.add_argument("--test", type=int, default=None, help="test samples (gmm 16384, digits and digits_cond 256)")
     ap.add_argument("--flax-diffusers", metavar="DIR", help="a directory holding diffusers 0.39 (pip install --target)")
     ap.add_argument("--flax-only", metavar="NPZ", help=argparse.SUPPRESS)
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json and the current schedules_{model}.json")

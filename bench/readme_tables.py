@@ -15,6 +15,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 FIXED = ("uniform", "quadratic", "logsnr", "karras")
 NFES = (5, 8, 10, 15, 20)
+RBE_ROWS = (("RBE", "rbe"), ("RBE, full grid", "rbe_fine"), ("RBE, local error", "rbe_local"))
 
 
 def load(name: str):
@@ -35,12 +36,12 @@ def schedules_table(res, solvers=("unipc", "dpmpp2m")) -> list[str]:
         if not any(r["solver"] == solver for r in rows):
             continue
         for key, label in keys:
-            lines = {"best fixed spacing": [], "RBE": [], "RBE, full grid": [], "optimized": []}
+            lines = {"best fixed spacing": [], **{name: [] for name, _ in RBE_ROWS}, "optimized": []}
             for n in nfes:
                 col = [r for r in rows if r["nfe"] == n and r["solver"] == solver]
                 bf = min((r for r in col if r["schedule"] in FIXED), key=lambda r: r[key])
                 lines["best fixed spacing"].append(f"{bf[key]:.4g} ({bf['schedule']})")
-                for name, sched in (("RBE", "rbe"), ("RBE, full grid", "rbe_fine"), ("optimized", "optimized")):
+                for name, sched in (*RBE_ROWS, ("optimized", "optimized")):
                     r = cell(rows, n, solver, sched)
                     if r is None:
                         lines[name].append("")

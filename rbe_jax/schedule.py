@@ -38,7 +38,8 @@ class ScheduleMeta:
         ``"logsnr"``, ``"karras"``, ``"optimized"`` or ``"custom"``.
       K: number of grid points; T: the model's training steps.
       grid_fingerprint: :attr:`NoiseSchedule.fingerprint` of the grid.
-      tau: the backward-error threshold (RBE schedules), else ``None``.
+      tau: the threshold of the RBE rule (backward error, or local error with
+        ``info["rule"] == "local_error"``), else ``None``.
       info: free-form JSON-able details (calibration statistics, ...).
     """
 

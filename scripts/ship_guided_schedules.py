@@ -10,6 +10,7 @@ one, else calibrates and caches a label-specific RBE schedule.
     python scripts/ship_guided_schedules.py [--method rbe] [--n 128] [--weights 1 2 4] [--nfe 10]
     python scripts/ship_guided_schedules.py --method optimized --n 64 --weights 2 --nfe 5 8 10
     python scripts/ship_guided_schedules.py --method optimized --n 64 --weights 1 4 --nfe 10
+    python scripts/ship_guided_schedules.py --method optimized --n 64 --weights 2 --nfe 15 20
 """
 
 import argparse
@@ -20,6 +21,12 @@ import jax.numpy as jnp
 
 import rbe_jax as R
 from rbe_jax.checkpoint import load_model_info, pretrained_path
+
+
+def rbe_starts(grid, full):
+    """(grid, rule) of the RBE schedules an optimized schedule may start from: the faithful
+    rule on the K = 100 grid and on the full training grid, the local-error rule on K = 100."""
+    return ((grid, "backward_error"), (full, "backward_error"), (grid, "local_error"))
 
 
 def main():
@@ -44,7 +51,9 @@ def main():
             t0 = time.perf_counter()
             if args.method == "optimized":  # every training step is a candidate point
                 on, name = info.noise_schedule, f"optimized_nfe{nfe}_{args.solver}_w{w:g}.json"
-                s = R.optimize_schedule(guided, on, noise, nfe, args.solver, max_sweeps=args.max_sweeps)
+                # the RBE schedules among the starts, as in bench/schedules_compare.py
+                rbe = [R.calibrate(guided, g, noise, nfe, rule=rule, search_samples=args.n) for g, rule in rbe_starts(grid, on)]
+                s = R.optimize_schedule(guided, on, noise, nfe, args.solver, extra_candidates=rbe, max_sweeps=args.max_sweeps)
             else:
                 # a (B,) label array ties the wrapper to batches of B: search on the whole batch
                 on, name = grid, f"rbe_nfe{nfe}_w{w:g}.json"

@@ -67,6 +67,20 @@ class _LoopState(NamedTuple):
     bad_index: jax.Array  # (B,) int32 grid index at that step
 
 
+def _result(s, evals: jax.Array) -> AdaptivePaths:
+    """The :class:`AdaptivePaths` of a finished loop's carry (either rule's)."""
+    return AdaptivePaths(
+        paths=s.paths,
+        samples=s.x,
+        nfe=s.nfe,
+        finished=s.idx < 0,
+        nonfinite_step=s.bad_step,
+        nonfinite_index=s.bad_index,
+        iterations=s.step,
+        evals=evals,
+    )
+
+
 def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps) -> AdaptivePaths:
     """The jitted core.  Every argument is traced, so one compilation serves every threshold
     and step cap for a given (model structure, grid size, batch shape, dtype); ``paths`` has
@@ -113,16 +127,7 @@ def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps) -> Ad
         )
 
     s = jax.lax.while_loop(cond, body, init)
-    return AdaptivePaths(
-        paths=s.paths,
-        samples=s.x,
-        nfe=s.nfe,
-        finished=s.idx < 0,
-        nonfinite_step=s.bad_step,
-        nonfinite_index=s.bad_index,
-        iterations=s.step,
-        evals=s.nfe,
-    )
+    return _result(s, evals=s.nfe)  # one forward pass and one VJP per step
 
 
 _adaptive_loop_jit = jax.jit(_adaptive_loop)
@@ -156,23 +161,23 @@ def adaptive_paths(
     Returns:
       :class:`AdaptivePaths`.
     """
-    if not isinstance(grid, NoiseSchedule):
-        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
-    check_tau(tau)
-    noise = check_noise(noise)
-    max_steps = _check_max_steps(max_steps, grid)
-    model = place_model(prepare_model(model), noise)
+    model, noise, max_steps = _checked(model, grid, noise, tau, max_steps)
     ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
     ts = jnp.asarray(grid.timesteps, jnp.int32)
     cap = jnp.asarray(max_steps, jnp.int32)
     return _chunked(lambda x: _adaptive_loop_jit(model, ext, ts, x, tau, cap), noise, chunk_size, max_steps)
 
 
-def _check_max_steps(max_steps, grid: NoiseSchedule) -> int:
+def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
+    """Both rules' argument checks: ``(model placed for noise, noise, max_steps)``."""
+    if not isinstance(grid, NoiseSchedule):
+        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    check_tau(threshold)
+    noise = check_noise(noise)
     max_steps = grid.K if max_steps is None else int(max_steps)
     if not 1 <= max_steps <= grid.K:
         raise ValueError(f"max_steps must satisfy 1 <= max_steps <= K = {grid.K} (no path is longer), got {max_steps}")
-    return max_steps
+    return place_model(prepare_model(model), noise), noise, max_steps
 
 
 def _chunked(run, noise: jax.Array, chunk_size: int | None, max_steps: int) -> AdaptivePaths:
@@ -338,16 +343,7 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
         )
 
     s = jax.lax.while_loop(cond, body, init)
-    return AdaptivePaths(
-        paths=s.paths,
-        samples=s.x,
-        nfe=s.nfe,
-        finished=s.idx < 0,
-        nonfinite_step=s.bad_step,
-        nonfinite_index=s.bad_index,
-        iterations=s.step,
-        evals=s.evals,
-    )
+    return _result(s, evals=s.evals)
 
 
 _local_error_loop_jit = jax.jit(_local_error_loop)
@@ -391,12 +387,7 @@ def local_error_paths(
       :class:`AdaptivePaths` (``iterations``: trial steps of the batch, each one batched
       forward pass).
     """
-    if not isinstance(grid, NoiseSchedule):
-        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
-    check_tau(tol)
-    noise = check_noise(noise)
-    max_steps = _check_max_steps(max_steps, grid)
-    model = place_model(prepare_model(model), noise)
+    model, noise, max_steps = _checked(model, grid, noise, tol, max_steps)
     cdt = compute_dtype(noise.dtype)
     alpha, sigma, lam = (jnp.asarray(v, cdt) for v in (grid.alpha, grid.sigma, grid.log_snr))
     ts = jnp.asarray(grid.timesteps, jnp.int32)

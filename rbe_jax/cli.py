@@ -24,7 +24,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 SCHEDULE_KINDS = ("auto", "rbe", "optimized", "uniform", "quadratic", "logsnr", "karras")
-SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")
+SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")  # rbe_jax.solvers.SOLVERS, without importing jax
+RULE_NAMES = ("backward_error", "local_error")  # rbe_jax.calibrate.RULES
 
 
 class CLIError(Exception):
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
     c.add_argument(
         "--rule",
-        choices=("backward_error", "local_error"),
+        choices=RULE_NAMES,
         default="backward_error",
         help="--method rbe's step rule: backward_error (the seed's, default) or local_error (bounds a second-order solver's local error)",
     )

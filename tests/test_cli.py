@@ -42,6 +42,14 @@ def test_calibrate_then_sample_from_file_and_info(tiny_dir, tmp_path, capsys):
     assert info["kind"] == "model" and info["config"]["base_channels"] == 8
 
 
+def test_cli_choices_match_the_library():
+    from rbe_jax import cli
+    from rbe_jax.calibrate import RULES
+    from rbe_jax.solvers import SOLVERS
+
+    assert set(cli.SOLVER_NAMES) == set(SOLVERS) and set(cli.RULE_NAMES) == set(RULES)
+
+
 def test_calibrate_with_the_local_error_rule(tiny_dir, tmp_path, capsys):
     sched = tmp_path / "sched.json"
     assert main(["calibrate", "--checkpoint", str(tiny_dir), "--nfe", "4", "--n", "16", "--rule", "local_error", "--out", str(sched)]) == 0

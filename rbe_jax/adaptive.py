@@ -22,7 +22,7 @@ from ._batch import check_noise, compute_dtype, nonfinite_rows, per_sample, plac
 from .backward_error import backward_error, check_tau, step_size
 from .models import call_model, prepare_model
 from .noise import NoiseSchedule
-from .solvers import ddim_update
+from .solvers import DPMState, StepTimes, ddim_update, dpmpp2m
 
 __all__ = ["AdaptivePaths", "adaptive_paths", "local_error_paths"]
 
@@ -240,7 +240,7 @@ class _LocalState(NamedTuple):
     idx: jax.Array  # current grid index (-1: finished)
     trial: jax.Array  # grid index the next trial step goes to (-1: clean data)
     x: jax.Array  # sample at idx
-    x0: jax.Array  # its x0 prediction
+    eps: jax.Array  # the model's eps there
     x0_prev: jax.Array  # x0 prediction at the previous accepted point
     lam_prev: jax.Array  # half-log-SNR there
     has_prev: jax.Array  # bool: a previous point exists
@@ -275,7 +275,7 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
         idx=top,
         trial=jnp.full((B,), int(FIRST_TRIAL * K), jnp.int32) if K > 1 else jnp.full((B,), -1, jnp.int32),
         x=noise,
-        x0=(x - sigma[K - 1] * eps) / alpha[K - 1],
+        eps=eps,
         x0_prev=jnp.zeros_like(x),
         lam_prev=jnp.zeros((B,), cdt),
         has_prev=jnp.zeros((B,), bool),
@@ -300,12 +300,17 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
         lk, lj = lam[k], lam[jc]
         h = jnp.where(final, 1.0, lj - lk)  # finite in the unused branch
         h0 = jnp.where(s.has_prev, lk - s.lam_prev, 1.0)
-        x, x0 = s.x.astype(cdt), s.x0
-        # the trial step: DPM-Solver++(2M) (first order without a previous point; the step
-        # to clean data returns x0)
-        d = jnp.where(per_sample(s.has_prev, x), x0 + per_sample(h / (2.0 * h0), x) * (x0 - s.x0_prev), x0)
-        xt = per_sample(sigma[jc] / sigma[k], x) * x - per_sample(alpha[jc] * jnp.expm1(-h), x) * d
-        xt = jnp.where(per_sample(final, x), x0, xt)
+        x = s.x.astype(cdt)
+        x0 = (x - per_sample(sigma[k], x) * s.eps) / per_sample(alpha[k], x)
+        # the trial step: the DPM-Solver++(2M) step itself, per sample (first order without
+        # a previous point; the step to clean data returns x0)
+        times = StepTimes(*(per_sample(v, x) for v in (
+            timesteps[k], alpha[k], sigma[k], lk,
+            jnp.where(final, 1.0, alpha[jc]), jnp.where(final, 0.0, sigma[jc]), jnp.where(final, jnp.inf, lj),
+            jnp.zeros_like(k),
+        )))
+        state = DPMState(x0_prev=s.x0_prev, h_prev=per_sample(h0, x), has_prev=per_sample(s.has_prev, x))
+        xt, _ = dpmpp2m().step(state, x, s.eps, times)
         eps_t = call_model(model, xt, timesteps[jc]).astype(cdt)
         x0t = (xt - per_sample(sigma[jc], x) * eps_t) / per_sample(alpha[jc], x)
         # the step's local error: the quadratic (first-order: linear) term of x0 along the
@@ -331,7 +336,7 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
             idx=jnp.where(accept, j, s.idx),
             trial=jnp.where(accept, jnp.where(final, -1, after), jnp.where(reject, retry, s.trial)).astype(jnp.int32),
             x=jnp.where(acc, xt.astype(s.x.dtype), s.x),
-            x0=jnp.where(acc & ~per_sample(final, x), x0t, x0),
+            eps=jnp.where(acc & ~per_sample(final, x), eps_t, s.eps),
             x0_prev=jnp.where(acc, x0, s.x0_prev),
             lam_prev=jnp.where(accept, lk, s.lam_prev),
             has_prev=s.has_prev | accept,

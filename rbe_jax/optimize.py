@@ -118,7 +118,10 @@ def optimize_schedule(
     Args:
       model: ``model(x, t) -> eps``.
       grid: the noise schedule whose points the steps may use (``K`` points).
-      noise: ``(B, ...)`` calibration noise at grid point ``K - 1``.
+      noise: ``(B, ...)`` calibration noise at grid point ``K - 1``.  Per-sample errors are
+        heavy-tailed, so with a small ``B`` the choice of start and of each move rests on a
+        few samples: use hundreds (the CLI's default is 256) and check the result on fresh
+        noise.
       nfe: steps, ``1 <= nfe <= K``.
       solver: the solver the schedule is made for (a name or :class:`Solver`).
       reference: ``(B, ...)`` accurate endpoints of ``noise`` (skips the reference solve).

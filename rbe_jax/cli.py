@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver an optimized schedule is made for (default unipc)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
     c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond (default: digits; with --label, digits_cond)")
-    c.add_argument("--n", type=_positive_int, default=None, help="calibration samples (default 256)")
+    c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
     c.add_argument(
@@ -366,7 +366,7 @@ def cmd_calibrate(args) -> int:
         grid = info.noise_schedule  # every training step is a candidate point
         if args.nfe > grid.K:
             raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K} training steps")
-        noise = jax.random.normal(jax.random.key(args.seed), (args.n or 256, *info.image_shape))
+        noise = jax.random.normal(jax.random.key(args.seed), (args.n, *info.image_shape))
         sched = optimize_schedule(model, grid, noise, args.nfe, args.solver, progress=True)
         sched.save(out)
         i = sched.info
@@ -379,7 +379,7 @@ def cmd_calibrate(args) -> int:
     grid = info.default_grid
     if args.nfe >= grid.K:
         raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size)")
-    sched = _calibrate(model, grid, info, args.nfe, args.n or 256, args.seed, tau=args.tau, rule=args.rule)
+    sched = _calibrate(model, grid, info, args.nfe, args.n, args.seed, tau=args.tau, rule=args.rule)
     sched.save(out)
     i = sched.info
     passes = "forward+VJP" if args.rule == "backward_error" else "forward"

@@ -71,6 +71,20 @@ def per_sample_rmse(x, ref) -> np.ndarray:
     return np.sqrt(np.mean(d.reshape(len(d), -1) ** 2, axis=1))
 
 
+def bootstrap_ratio(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """5% and 95% quantiles of RMSE(a) / RMSE(b) over paired resamples of the test samples
+    (``a``, ``b``: per-sample mean squared errors)."""
+    idx = np.random.default_rng(seed).integers(0, len(a), (n, len(a)))
+    r = np.sqrt(a[idx].mean(1) / b[idx].mean(1))
+    return float(np.quantile(r, 0.05)), float(np.quantile(r, 0.95))
+
+
+def best99(mse: np.ndarray) -> np.ndarray:
+    """The 99% smallest of the per-sample mean squared errors ``mse``, sorted (leaving out the
+    ~1% of samples that change mode)."""
+    return np.sort(mse)[: len(mse) - len(mse) // 100]
+
+
 def rmse_and_median(x, ref) -> tuple[float, float]:
     """RMSE over all samples, and the median per-sample RMSE (the typical sample)."""
     per = per_sample_rmse(x, ref)

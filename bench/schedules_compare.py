@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, per_sample_rmse, setup
+from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, best99, bootstrap_ratio, per_sample_rmse, setup
 
 FIXED = ["uniform", "quadratic", "logsnr", "karras"]
 RBE_KINDS = (("rbe", False, "backward_error"), ("rbe_fine", True, "backward_error"), ("rbe_local", False, "local_error"))
@@ -49,14 +49,6 @@ RBE_KINDS = (("rbe", False, "backward_error"), ("rbe_fine", True, "backward_erro
 # on the image models' small batches 2% (2 or 3 samples)
 DEFAULT_TRIM = {"gmm": 0.005, "digits": 0.02, "digits_cond": 0.02}
 SOLVERS = ["ddim", "dpmpp2m", "dpmpp3m", "unipc"]
-
-
-def bootstrap_ratio(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """5% and 95% quantiles of RMSE(a) / RMSE(b) over paired resamples of the test samples
-    (``a``, ``b``: per-sample mean squared errors)."""
-    idx = np.random.default_rng(seed).integers(0, len(a), (n, len(a)))
-    r = np.sqrt(a[idx].mean(1) / b[idx].mean(1))
-    return float(np.quantile(r, 0.05)), float(np.quantile(r, 0.95))
 
 
 def digits_fd():
@@ -124,7 +116,7 @@ def main():
                 name = name.split("[")[0]
                 x = R.rbe_sample(model, test, s, solver)
                 mse[name] = per_sample_rmse(x, ref_test) ** 2
-                keep = np.sort(mse[name])[: len(test) - len(test) // 100]
+                keep = best99(mse[name])
                 rows.append(dict(nfe=nfe, solver=solver, schedule=name, rmse=float(np.sqrt(mse[name].mean())), rmse99=float(np.sqrt(keep.mean())),
                                  median=float(np.sqrt(np.median(mse[name]))), top1_share=float(1.0 - keep.sum() / mse[name].sum()),
                                  fd=fd(x) if fd else None))

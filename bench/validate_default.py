@@ -32,6 +32,12 @@ from common import best99, bootstrap_ratio, per_sample_rmse
 from rbe_jax.checkpoint import load_model_info, pretrained_path
 
 FIXED = ("uniform", "quadratic", "logsnr", "karras")
+# score name -> (title, reduction of the per-sample mean squared errors before the square root)
+SCORES = {
+    "rmse": ("RMSE to the reference", np.mean),
+    "rmse99": ("RMSE over the 99% of samples with the smallest errors", lambda mse: best99(mse).mean()),
+    "median": ("Median per-sample RMSE", np.median),
+}
 
 
 def main():
@@ -69,11 +75,10 @@ def main():
                     s = R.Schedule.load(f)
                     cands[s.method] = s
             mse = {k: per_sample_rmse(R.rbe_sample(model, val, s, solver), ref) ** 2 for k, s in cands.items()}
-            reduce = dict(rmse=np.mean, rmse99=lambda m: best99(m).mean(), median=np.median)
-            row = {score: {k: round(float(np.sqrt(f(m))), 5) for k, m in mse.items()} for score, f in reduce.items()}
+            row = {score: {k: round(float(np.sqrt(f(m))), 5) for k, m in mse.items()} for score, (_, f) in SCORES.items()}
             if "optimized" in mse:
                 row["ratio"] = {}
-                for score in reduce:
+                for score in SCORES:
                     best = min(FIXED, key=row[score].get)
                     row["ratio"][score] = dict(best_fixed=best, ratio=round(row[score]["optimized"] / row[score][best], 3))
                 lo, hi = bootstrap_ratio(mse["optimized"], mse[row["ratio"]["rmse"]["best_fixed"]])
@@ -85,10 +90,9 @@ def main():
     out.with_suffix(".json").write_text(json.dumps(dict(validation=what, scores=rows), indent=1) + "\n")
     cmd = " ".join(["python bench/validate_default.py"] + ([f"--model {args.model} --guidance {args.guidance:g}"] if suffix else [])
                    + [f"--{opt} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)) for opt, v in flags])
-    titles = dict(rmse="RMSE to the reference", rmse99="RMSE over the 99% of samples with the smallest errors", median="Median per-sample RMSE")
     L = [f"# Validation ({what}): each solver on each shipped/fixed schedule, {args.model}", "", f"`{cmd}`", ""]
     for solver, by_nfe in rows.items():
-        for score, title in titles.items():
+        for score, (title, _) in SCORES.items():
             names = list(dict.fromkeys(k for r in by_nfe.values() for k in r[score]))
             L += [f"## {solver}: {title}", "", "| schedule | " + " | ".join(f"NFE {n}" for n in by_nfe) + " |", "|---|" + "---|" * len(by_nfe)]
             L += [f"| {k} | " + " | ".join(f"{r[score][k]:.4f}" if k in r[score] else "" for r in by_nfe.values()) + " |" for k in names]

@@ -85,6 +85,12 @@ def best99(mse: np.ndarray) -> np.ndarray:
     return np.sort(mse)[: len(mse) - len(mse) // 100]
 
 
+def scores(mse: np.ndarray) -> dict[str, float]:
+    """From per-sample mean squared errors: ``rmse`` over all samples, ``rmse99`` over the best
+    99% (:func:`best99`) and ``median``, the median per-sample RMSE (the typical sample)."""
+    return dict(rmse=float(np.sqrt(mse.mean())), rmse99=float(np.sqrt(best99(mse).mean())), median=float(np.sqrt(np.median(mse))))
+
+
 def rmse_and_median(x, ref) -> tuple[float, float]:
     """RMSE over all samples, and the median per-sample RMSE (the typical sample)."""
     per = per_sample_rmse(x, ref)

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, best99, bootstrap_ratio, per_sample_rmse, setup
+from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, best99, bootstrap_ratio, per_sample_rmse, scores, setup
 
 FIXED = ["uniform", "quadratic", "logsnr", "karras"]
 RBE_KINDS = (("rbe", False, "backward_error"), ("rbe_fine", True, "backward_error"), ("rbe_local", False, "local_error"))
@@ -116,10 +116,8 @@ def main():
                 name = name.split("[")[0]
                 x = R.rbe_sample(model, test, s, solver)
                 mse[name] = per_sample_rmse(x, ref_test) ** 2
-                keep = best99(mse[name])
-                rows.append(dict(nfe=nfe, solver=solver, schedule=name, rmse=float(np.sqrt(mse[name].mean())), rmse99=float(np.sqrt(keep.mean())),
-                                 median=float(np.sqrt(np.median(mse[name]))), top1_share=float(1.0 - keep.sum() / mse[name].sum()),
-                                 fd=fd(x) if fd else None))
+                rows.append(dict(nfe=nfe, solver=solver, schedule=name, **scores(mse[name]),
+                                 top1_share=float(1.0 - best99(mse[name]).sum() / mse[name].sum()), fd=fd(x) if fd else None))
             if "optimized" in mse:
                 best = min(FIXED, key=lambda k: mse[k].mean())
                 next(r for r in rows if r["nfe"] == nfe and r["solver"] == solver and r["schedule"] == "optimized")["rmse_ratio_90"] = bootstrap_ratio(mse["optimized"], mse[best])

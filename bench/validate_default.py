@@ -28,16 +28,12 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from common import best99, bootstrap_ratio, per_sample_rmse
+from common import bootstrap_ratio, per_sample_rmse, scores
 from rbe_jax.checkpoint import load_model_info, pretrained_path
 
 FIXED = ("uniform", "quadratic", "logsnr", "karras")
-# score name -> (title, reduction of the per-sample mean squared errors before the square root)
-SCORES = {
-    "rmse": ("RMSE to the reference", np.mean),
-    "rmse99": ("RMSE over the 99% of samples with the smallest errors", lambda mse: best99(mse).mean()),
-    "median": ("Median per-sample RMSE", np.median),
-}
+# the scores of common.scores, with their table titles
+TITLES = {"rmse": "RMSE to the reference", "rmse99": "RMSE over the 99% of samples with the smallest errors", "median": "Median per-sample RMSE"}
 
 
 def main():
@@ -61,8 +57,9 @@ def main():
     for opt in ("solver", "nfe", "n", "key"):
         value = getattr(args, opt)
         if value != ap.get_default(opt):
-            flags.append((opt, value))
-            name += "_" + ("" if opt == "solver" else opt) + ("-".join(map(str, value)) if isinstance(value, list) else str(value))
+            values = [str(v) for v in (value if isinstance(value, list) else [value])]
+            flags.append(f"--{opt} " + " ".join(values))
+            name += "_" + ("" if opt == "solver" else opt) + "-".join(values)
     val = jax.random.normal(jax.random.key(args.key), (args.n, *info.image_shape))
     ref = R.reference_solution(model, full, val, full.K)
     rows = {}
@@ -75,10 +72,11 @@ def main():
                     s = R.Schedule.load(f)
                     cands[s.method] = s
             mse = {k: per_sample_rmse(R.rbe_sample(model, val, s, solver), ref) ** 2 for k, s in cands.items()}
-            row = {score: {k: round(float(np.sqrt(f(m))), 5) for k, m in mse.items()} for score, (_, f) in SCORES.items()}
+            per = {k: scores(m) for k, m in mse.items()}
+            row = {score: {k: round(v[score], 5) for k, v in per.items()} for score in TITLES}
             if "optimized" in mse:
                 row["ratio"] = {}
-                for score in SCORES:
+                for score in TITLES:
                     best = min(FIXED, key=row[score].get)
                     row["ratio"][score] = dict(best_fixed=best, ratio=round(row[score]["optimized"] / row[score][best], 3))
                 lo, hi = bootstrap_ratio(mse["optimized"], mse[row["ratio"]["rmse"]["best_fixed"]])
@@ -89,10 +87,10 @@ def main():
     what = f"{args.n} samples, key {args.key}" + (f", labels 0-9 in turn, guidance w = {args.guidance:g}" if suffix else "")
     out.with_suffix(".json").write_text(json.dumps(dict(validation=what, scores=rows), indent=1) + "\n")
     cmd = " ".join(["python bench/validate_default.py"] + ([f"--model {args.model} --guidance {args.guidance:g}"] if suffix else [])
-                   + [f"--{opt} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)) for opt, v in flags])
+                   + flags)
     L = [f"# Validation ({what}): each solver on each shipped/fixed schedule, {args.model}", "", f"`{cmd}`", ""]
     for solver, by_nfe in rows.items():
-        for score, (title, _) in SCORES.items():
+        for score, title in TITLES.items():
             names = list(dict.fromkeys(k for r in by_nfe.values() for k in r[score]))
             L += [f"## {solver}: {title}", "", "| schedule | " + " | ".join(f"NFE {n}" for n in by_nfe) + " |", "|---|" + "---|" * len(by_nfe)]
             L += [f"| {k} | " + " | ".join(f"{r[score][k]:.4f}" if k in r[score] else "" for r in by_nfe.values()) + " |" for k in names]

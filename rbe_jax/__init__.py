@@ -5,16 +5,16 @@ Public names are re-exported here; each concept lives in the module named for it
 
 from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
 from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
-from .checkpoint import load_model, load_pretrained, save_model
+from .checkpoint import CheckpointError, load_denoiser, load_model, load_pretrained, model_info, save_model
 from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
 from .models import (
+    PREDICTIONS,
     ClassifierFreeGuidance,
     ClassifierGuidance,
     ClipDenoised,
-    ContinuousTime,
-    EpsFromV,
-    EpsFromX0,
+    Denoiser,
     Model,
+    Prediction,
     as_model,
     classifier_guidance,
     clip_denoised,
@@ -35,13 +35,14 @@ __all__ = [
     "AdaptivePaths",
     "BASELINES",
     "BackwardError",
+    "CheckpointError",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ClipDenoised",
-    "ContinuousTime",
-    "EpsFromV",
-    "EpsFromX0",
+    "Denoiser",
     "Model",
+    "PREDICTIONS",
+    "Prediction",
     "NoiseSchedule",
     "Schedule",
     "ScheduleError",
@@ -61,8 +62,10 @@ __all__ = [
     "dpmpp3m",
     "unipc",
     "field_coefficients",
+    "load_denoiser",
     "load_model",
     "load_pretrained",
+    "model_info",
     "one_step_field",
     "optimize_schedule",
     "local_error_schedule",

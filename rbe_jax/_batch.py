@@ -85,21 +85,21 @@ def nonfinite_rows(values: jax.Array) -> jax.Array:
     return ~jnp.all(jnp.isfinite(values).reshape(values.shape[0], -1), axis=1)
 
 
-def raise_nonfinite(what: str, bad_step, bad_index, bad_timestep) -> None:
+def raise_nonfinite(what: str, bad_step, describe) -> None:
     """Raises ``FloatingPointError`` naming the first affected sample, if any.
 
     Args:
       what: the activity, for the message ("sampling", "calibration (tau=0.3)").
       bad_step: ``(B,)`` first step at which sample ``b`` went non-finite (``-1``: never).
-      bad_index, bad_timestep: ``(B,)`` grid index and training timestep at that step.
+      describe: ``describe(b) -> str``, where sample ``b`` was at that step (grid index,
+        half-log-SNR, the model's time).
     """
     bad_step = np.asarray(bad_step)
     if not np.any(bad_step >= 0):
         return
     b = int(np.flatnonzero(bad_step >= 0)[0])
     raise FloatingPointError(
-        f"NaN/Inf during {what}: first for sample {b} at step {int(bad_step[b])}, "
-        f"grid index {int(np.asarray(bad_index)[b])} (training timestep {int(np.asarray(bad_timestep)[b])}); "
-        f"{int(np.sum(bad_step >= 0))} of {bad_step.size} samples affected (the model's eps, its gradient "
-        "or a solver step was not finite)"
+        f"NaN/Inf during {what}: first for sample {b} at step {int(bad_step[b])}, {describe(b)}; "
+        f"{int(np.sum(bad_step >= 0))} of {bad_step.size} samples affected (the model's prediction, its "
+        "gradient or a solver step was not finite)"
     )

@@ -3,12 +3,17 @@
 Two step-size rules, each one jit-compiled ``lax.while_loop`` over the whole batch; a sample
 that reached clean data (index ``-1``) is masked: its state no longer changes.
 
-- :func:`adaptive_paths`: the seed's RBE rule (``shared`` method, faithful): DDIM steps
-  whose backward error (one VJP per step) stays below ``tau``.
+- :func:`adaptive_paths`: the seed's RBE rule (faithful): DDIM steps whose backward error
+  (one VJP per step) stays below ``tau``.
 - :func:`local_error_paths`: RBE driven by a second-order solver's local error instead:
   DPM-Solver++(2M) steps, each accepted when the estimated local error of that step stays
   below ``tol`` and retried shorter otherwise (no gradients; rejected trials cost model
   evaluations during calibration only).
+
+Both run in the VP scaling on any family's grid (the noise is scaled to the process's prior
+first).  A grid whose noisiest point is pure noise (flow at ``t = 1``, zero terminal SNR) is
+left with one exact DDIM step to the next grid point, ``x' = sigma' x + alpha' x0``, before
+the rule takes over: every path then begins ``K - 1, K - 2``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._batch import check_noise, compute_dtype, nonfinite_rows, per_sample, place_model
 from .backward_error import backward_error, check_tau, step_size
-from .models import call_model, prepare_model
-from .noise import NoiseSchedule
+from .models import X0_AT_PURE_NOISE, Prediction, as_denoiser
+from .noise import NoiseSchedule, Point
 from .solvers import DPMState, StepTimes, ddim_update, dpmpp2m
 
 __all__ = ["AdaptivePaths", "adaptive_paths", "local_error_paths"]
@@ -40,7 +46,7 @@ class AdaptivePaths(NamedTuple):
         indicator or the DDIM update was NaN/Inf for that sample (``-1``: never).
       nonfinite_index: ``(B,)`` int32, the grid index at that step (``-1``: never).
       iterations: scalar int32, loop iterations run (each a batched forward pass, with a
-        VJP for the backward-error rule).
+        VJP for the backward-error rule; the step out of pure noise counts as one).
       evals: ``(B,)`` int32 model evaluations spent on each sample (with the local-error
         rule, rejected trial steps included).
     """
@@ -81,34 +87,67 @@ def _result(s, evals: jax.Array) -> AdaptivePaths:
     )
 
 
-def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps) -> AdaptivePaths:
-    """The jitted core.  Every argument is traced, so one compilation serves every threshold
-    and step cap for a given (model structure, grid size, batch shape, dtype); ``paths`` has
-    room for the longest possible path, ``(B, K + 1)``."""
-    B = noise.shape[0]
-    K = timesteps.shape[0]
-    cdt = compute_dtype(noise.dtype)
+def _at(pts: Point, k: jax.Array) -> Point:
+    """The grid points ``k`` ``(B,)`` of the grid tables ``pts`` ``(K,)``."""
+    return Point(*(v[k] for v in pts))
+
+
+def _leave_pure_noise(model, pts: Point, x: jax.Array):
+    """One exact DDIM step from the pure-noise grid point ``K - 1`` to ``K - 2`` (``x' =
+    sigma' x + alpha' x0``); ``pts``: ``(K,)`` grid tables in the compute dtype."""
+    K = pts.lam.shape[0]
+    B = x.shape[0]
+    cdt = pts.alpha.dtype
+    x0 = model(x, _at(pts, jnp.full((B,), K - 1))).x0.astype(cdt)
+    x_new = pts.sigma[K - 2] * x.astype(cdt) + pts.alpha[K - 2] * x0
+    return x_new.astype(x.dtype), nonfinite_rows(x0) | nonfinite_rows(x_new)
+
+
+def _start(model, pts: Point, noise: jax.Array, pure: bool):
+    """``(x, non-finite rows)``: the noise scaled to the process's prior at the grid's
+    noisiest point and, if that point is pure noise (``pure``), moved one exact step to grid
+    point ``K - 2``."""
+    K = pts.lam.shape[0]
+    x = noise
+    if model.process.family != "vp":
+        x = (noise.astype(pts.sigma.dtype) * pts.sigma[K - 1]).astype(noise.dtype)
+    if not pure:
+        return x, jnp.zeros((noise.shape[0],), bool)
+    return _leave_pure_noise(model, pts, x)
+
+
+def _adaptive_loop(model, alpha_bar_ext, pts: Point, x, start, tau, max_steps) -> AdaptivePaths:
+    """The jitted core.  Every argument but the model's structure is traced, so one
+    compilation serves every threshold and step cap for a given (model, grid size, batch
+    shape, dtype); ``paths`` has room for the longest possible path, ``(B, K + 1)``.  ``x``:
+    the samples at grid index ``start`` (``K - 1``, or ``K - 2`` after the step out of pure
+    noise)."""
+    B = x.shape[0]
+    K = pts.lam.shape[0]
+    cdt = compute_dtype(x.dtype)
     ext = alpha_bar_ext.astype(cdt)
     tau = jnp.asarray(tau, cdt)
+    off = (start < K - 1).astype(jnp.int32)  # 1 after the step out of pure noise
+    paths = jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1)
     init = _LoopState(
         step=jnp.zeros((), jnp.int32),
-        idx=jnp.full((B,), K - 1, jnp.int32),
-        x=noise,
-        paths=jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1),
-        nfe=jnp.zeros((B,), jnp.int32),
+        idx=jnp.full((B,), start, jnp.int32),
+        x=x,
+        paths=jnp.where(off > 0, paths.at[:, 1].set(start), paths),
+        nfe=jnp.full((B,), off, jnp.int32),
         bad_step=jnp.full((B,), -1, jnp.int32),
         bad_index=jnp.full((B,), -1, jnp.int32),
     )
 
     def cond(s: _LoopState):
-        return (s.step < max_steps) & jnp.any(s.idx >= 0)
+        return (s.step + off < max_steps) & jnp.any(s.idx >= 0)
 
     def body(s: _LoopState):
         active = s.idx >= 0
         k = jnp.maximum(s.idx, 0)  # finished samples are evaluated at grid point 0, then masked
         a, a_next = ext[k + 1], ext[k]
         x = s.x.astype(cdt)
-        be = backward_error(model, x, timesteps[k], a, a_next)
+        be = backward_error(model, x, _at(pts, k), a, a_next)
         nxt = step_size(be.indicator, k, ext, tau).next_index
         x_new = ddim_update(x, be.eps.astype(cdt), a, ext[nxt + 1])
         # A NaN indicator fails every comparison of the step rule and would "finish" the
@@ -120,17 +159,18 @@ def _adaptive_loop(model, alpha_bar_ext, timesteps, noise, tau, max_steps) -> Ad
             step=s.step + 1,
             idx=new_idx,
             x=jnp.where(per_sample(active, x), x_new.astype(s.x.dtype), s.x),
-            paths=jax.lax.dynamic_update_slice(s.paths, new_idx[:, None], (jnp.int32(0), s.step + 1)),
+            paths=jax.lax.dynamic_update_slice(s.paths, new_idx[:, None], (jnp.int32(0), s.step + 1 + off)),
             nfe=s.nfe + active.astype(jnp.int32),
-            bad_step=jnp.where(first_bad, s.step, s.bad_step),
+            bad_step=jnp.where(first_bad, s.step + off, s.bad_step),
             bad_index=jnp.where(first_bad, s.idx, s.bad_index),
         )
 
     s = jax.lax.while_loop(cond, body, init)
-    return _result(s, evals=s.nfe)  # one forward pass and one VJP per step
+    return _result(s._replace(step=s.step + off), evals=s.nfe)  # one forward pass and one VJP per step
 
 
 _adaptive_loop_jit = jax.jit(_adaptive_loop)
+_start_jit = jax.jit(_start, static_argnames=("pure",))
 
 
 def adaptive_paths(
@@ -148,9 +188,10 @@ def adaptive_paths(
     snaps down to the grid (at least one grid step) and moves there with DDIM, reusing eps.
 
     Args:
-      model: ``model(x, t) -> eps`` (a plain function or a pytree model).
+      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.models.Denoiser`
+        or an eps model of ``grid``'s noise process.
       grid: the (respaced) :class:`NoiseSchedule` of ``K`` points.
-      noise: ``(B, ...)`` samples at grid point ``K - 1``.
+      noise: ``(B, ...)`` standard-normal noise (scaled to the process's prior inside).
       tau: backward-error threshold, > 0 (may be a traced scalar).
       max_steps: loop bound, ``1 <= max_steps <= K`` (default ``K``, enough for every path).
         A traced value of the compiled loop: changing it does not recompile.
@@ -161,15 +202,23 @@ def adaptive_paths(
     Returns:
       :class:`AdaptivePaths`.
     """
-    model, noise, max_steps = _checked(model, grid, noise, tau, max_steps)
+    model, noise, max_steps, pts = _checked(model, grid, noise, tau, max_steps)
     ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
-    ts = jnp.asarray(grid.timesteps, jnp.int32)
     cap = jnp.asarray(max_steps, jnp.int32)
-    return _chunked(lambda x: _adaptive_loop_jit(model, ext, ts, x, tau, cap), noise, chunk_size, max_steps)
+
+    pure = bool(grid.alpha_bar[-1] == 0.0)
+
+    def run(z):
+        x, bad = _start_jit(model, pts, z, pure)
+        res = _adaptive_loop_jit(model, ext, pts, x, jnp.int32(grid.K - 1 - pure), tau, cap)
+        return _flag_start(res, bad, grid.K)
+
+    return _chunked(run, noise, chunk_size, max_steps)
 
 
 def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
-    """Both rules' argument checks: ``(model placed for noise, noise, max_steps)``."""
+    """Both rules' argument checks: ``(model in the internal form, placed for the noise;
+    noise; max_steps; the grid's points in the compute dtype)``."""
     if not isinstance(grid, NoiseSchedule):
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     check_tau(threshold)
@@ -177,7 +226,25 @@ def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
     max_steps = grid.K if max_steps is None else int(max_steps)
     if not 1 <= max_steps <= grid.K:
         raise ValueError(f"max_steps must satisfy 1 <= max_steps <= K = {grid.K} (no path is longer), got {max_steps}")
-    return place_model(prepare_model(model), noise), noise, max_steps
+    den = as_denoiser(model, grid)
+    if grid.alpha_bar[-1] == 0.0:
+        if den.prediction not in X0_AT_PURE_NOISE:
+            raise ValueError(
+                f"the grid's noisiest point is pure noise (alpha = 0), where a {den.prediction!r} model gives no "
+                f"data prediction: use a model that predicts one of {X0_AT_PURE_NOISE}"
+            )
+        if grid.K < 3:
+            raise ValueError("a grid that starts at pure noise needs K >= 3 points")
+    pts = Point(*(jnp.asarray(v, compute_dtype(noise.dtype)) for v in grid.grid_points()))
+    return place_model(den, noise), noise, max_steps, pts
+
+
+def _flag_start(res: AdaptivePaths, bad: jax.Array, K: int) -> AdaptivePaths:
+    """Records a non-finite step out of pure noise as step 0 at grid index ``K - 1``."""
+    return res._replace(
+        nonfinite_step=jnp.where(bad, 0, res.nonfinite_step),
+        nonfinite_index=jnp.where(bad, K - 1, res.nonfinite_index),
+    )
 
 
 def _chunked(run, noise: jax.Array, chunk_size: int | None, max_steps: int) -> AdaptivePaths:
@@ -258,32 +325,34 @@ def _snap(lam_grid: jax.Array, goal: jax.Array, below: jax.Array) -> jax.Array:
     return jnp.minimum(count, below - 1)
 
 
-def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps, max_iters) -> AdaptivePaths:
-    """The jitted core of :func:`local_error_paths`; ``alpha, sigma, lam``: ``(K,)`` tables of
-    the grid points, every argument traced."""
-    B = noise.shape[0]
-    K = timesteps.shape[0]
-    cdt = compute_dtype(noise.dtype)
-    alpha, sigma, lam = alpha.astype(cdt), sigma.astype(cdt), lam.astype(cdt)
+def _local_error_loop(model, pts: Point, x, start, tol, max_steps, max_iters) -> AdaptivePaths:
+    """The jitted core of :func:`local_error_paths`; ``pts``: ``(K,)`` grid tables, ``x`` the
+    samples at grid index ``start``, every argument but the model's structure traced."""
+    B = x.shape[0]
+    K = pts.lam.shape[0]
+    cdt = compute_dtype(x.dtype)
+    alpha, sigma, lam = pts.alpha.astype(cdt), pts.sigma.astype(cdt), pts.lam.astype(cdt)
     tol = jnp.asarray(tol, cdt)
-    x = noise.astype(cdt)
-    top = jnp.full((B,), K - 1, jnp.int32)
-    eps = call_model(model, x, timesteps[top]).astype(cdt)
+    xc = x.astype(cdt)
+    top = jnp.full((B,), start, jnp.int32)
+    eps = model(xc, _at(pts, top)).eps.astype(cdt)
     bad0 = nonfinite_rows(eps)
+    off = (start < K - 1).astype(jnp.int32)  # 1 after the step out of pure noise
+    paths = jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1)
     init = _LocalState(
         step=jnp.zeros((), jnp.int32),
         idx=top,
-        trial=jnp.full((B,), int(FIRST_TRIAL * K), jnp.int32) if K > 1 else jnp.full((B,), -1, jnp.int32),
-        x=noise,
+        trial=jnp.minimum(jnp.full((B,), int(FIRST_TRIAL * K), jnp.int32), top - 1),
+        x=x,
         eps=eps,
-        x0_prev=jnp.zeros_like(x),
+        x0_prev=jnp.zeros_like(xc),
         lam_prev=jnp.zeros((B,), cdt),
         has_prev=jnp.zeros((B,), bool),
-        paths=jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1),
-        nfe=jnp.zeros((B,), jnp.int32),
-        evals=jnp.ones((B,), jnp.int32),
+        paths=jnp.where(off > 0, paths.at[:, 1].set(start), paths),
+        nfe=jnp.full((B,), off, jnp.int32),
+        evals=jnp.full((B,), 1 + off, jnp.int32),
         bad_step=jnp.where(bad0, 0, -1).astype(jnp.int32),
-        bad_index=jnp.where(bad0, K - 1, -1).astype(jnp.int32),
+        bad_index=jnp.where(bad0, top, -1).astype(jnp.int32),
     )
 
     def running(s: _LocalState):
@@ -305,13 +374,13 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
         # the trial step: the DPM-Solver++(2M) step itself, per sample (first order without
         # a previous point; the step to clean data returns x0)
         times = StepTimes(*(per_sample(v, x) for v in (
-            timesteps[k], alpha[k], sigma[k], lk,
+            alpha[k], sigma[k], lk,
             jnp.where(final, 1.0, alpha[jc]), jnp.where(final, 0.0, sigma[jc]), jnp.where(final, jnp.inf, lj),
             jnp.zeros_like(k),
         )))
         state = DPMState(x0_prev=s.x0_prev, h_prev=per_sample(h0, x), has_prev=per_sample(s.has_prev, x))
-        xt, _ = dpmpp2m().step(state, x, s.eps, times)
-        eps_t = call_model(model, xt, timesteps[jc]).astype(cdt)
+        xt, _ = dpmpp2m().step(state, x, Prediction(eps=s.eps, x0=x0), times)
+        eps_t = model(xt, _at(pts, jc)).eps.astype(cdt)
         x0t = (xt - per_sample(sigma[jc], x) * eps_t) / per_sample(alpha[jc], x)
         # the step's local error: the quadratic (first-order: linear) term of x0 along the
         # step that the step leaves out, from divided differences in half-log-SNR, weighted
@@ -348,7 +417,7 @@ def _local_error_loop(model, alpha, sigma, lam, timesteps, noise, tol, max_steps
         )
 
     s = jax.lax.while_loop(cond, body, init)
-    return _result(s, evals=s.evals)
+    return _result(s._replace(step=s.step + off), evals=s.evals)
 
 
 _local_error_loop_jit = jax.jit(_local_error_loop)
@@ -382,9 +451,9 @@ def local_error_paths(
     rejected trial costs a model evaluation during calibration only (``evals``).
 
     Args:
-      model: ``model(x, t) -> eps``.
+      model: the model, as in :func:`adaptive_paths`.
       grid: the (respaced) :class:`NoiseSchedule` of ``K`` points.
-      noise: ``(B, ...)`` samples at grid point ``K - 1``.
+      noise: ``(B, ...)`` standard-normal noise.
       tol: local-error tolerance, > 0 (may be traced).
       max_steps: accepted steps after which a sample stops unfinished (default ``K``).
       chunk_size: as in :func:`adaptive_paths`.
@@ -392,10 +461,14 @@ def local_error_paths(
       :class:`AdaptivePaths` (``iterations``: trial steps of the batch, each one batched
       forward pass).
     """
-    model, noise, max_steps = _checked(model, grid, noise, tol, max_steps)
-    cdt = compute_dtype(noise.dtype)
-    alpha, sigma, lam = (jnp.asarray(v, cdt) for v in (grid.alpha, grid.sigma, grid.log_snr))
-    ts = jnp.asarray(grid.timesteps, jnp.int32)
+    model, noise, max_steps, pts = _checked(model, grid, noise, tol, max_steps)
     cap = jnp.asarray(max_steps, jnp.int32)
     iters = jnp.asarray(8 * max_steps + 16, jnp.int32)  # every step ends within a few trials
-    return _chunked(lambda x: _local_error_loop_jit(model, alpha, sigma, lam, ts, x, tol, cap, iters), noise, chunk_size, max_steps)
+    pure = bool(grid.alpha_bar[-1] == 0.0)
+
+    def run(z):
+        x, bad = _start_jit(model, pts, z, pure)
+        res = _local_error_loop_jit(model, pts, x, jnp.int32(grid.K - 1 - pure), tol, cap, iters)
+        return _flag_start(res, bad, grid.K)
+
+    return _chunked(run, noise, chunk_size, max_steps)

@@ -2,9 +2,9 @@
 step-size rule and the snap-down to the grid (``shared/RBE.md``).
 
 All functions are per-sample and batched over a leading axis ``B``; ``a`` and
-``a_next`` are alpha-bar values of shape ``(B,)``.  Grid indices follow the library's
-convention: grid point ``k`` has ``alpha_bar_ext[k + 1]``, and index ``-1`` is clean data
-(``alpha_bar_ext[0] == 1``).
+``a_next`` are VP alpha-bar values of shape ``(B,)`` (``sigmoid(2 lam)``: the rule is the
+same for every family).  Grid indices follow the library's convention: grid point ``k`` has
+``alpha_bar_ext[k + 1]``, and index ``-1`` is clean data (``alpha_bar_ext[0] == 1``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import per_sample
-from .models import call_model
+from .noise import Point
 
 __all__ = [
     "BackwardError",
@@ -67,7 +67,7 @@ class BackwardError(NamedTuple):
     field: jax.Array
 
 
-def backward_error(model, x: jax.Array, t: jax.Array, a: jax.Array, a_next: jax.Array) -> BackwardError:
+def backward_error(model, x: jax.Array, pt: Point, a: jax.Array, a_next: jax.Array) -> BackwardError:
     """The RBE indicator of every sample, with one forward pass and one ``jax.vjp``.
 
     The gradient of ``sum_b ||f(x_b)||^2`` is taken for the whole batch at once; it is the
@@ -75,9 +75,10 @@ def backward_error(model, x: jax.Array, t: jax.Array, a: jax.Array, a_next: jax.
     statistics), the same assumption as the reference implementation.
 
     Args:
-      model: ``model(x, t) -> eps``.
-      x: ``(B, ...)`` current samples.
-      t: ``(B,)`` int32 original timesteps of the current grid points.
+      model: a model in the internal form, ``model(x, point) -> Prediction`` (see
+        :func:`rbe_jax.models.as_denoiser`).
+      x: ``(B, ...)`` current samples (VP scaling).
+      pt: the :class:`rbe_jax.noise.Point` of each sample's grid point (``(B,)`` fields).
       a: ``(B,)`` alpha-bar at the current grid points.
       a_next: ``(B,)`` alpha-bar one grid step toward the data.
     Returns:
@@ -85,7 +86,7 @@ def backward_error(model, x: jax.Array, t: jax.Array, a: jax.Array, a_next: jax.
     """
 
     def field_fn(x_):
-        eps = call_model(model, x_, t)
+        eps = model(x_, pt).eps
         return one_step_field(x_, eps, a, a_next), eps
 
     f, vjp_fn, eps = jax.vjp(field_fn, x, has_aux=True)

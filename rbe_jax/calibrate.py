@@ -21,7 +21,7 @@ import numpy as np
 from ._batch import check_noise, place_model, raise_nonfinite
 from ._progress import progress_reporter
 from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
-from .models import prepare_model
+from .models import as_denoiser
 from .noise import NoiseSchedule
 from .schedule import Schedule, check_nfe, strictly_decreasing_path
 
@@ -96,7 +96,12 @@ def _host(x) -> np.ndarray:
 
 def _check_finite(res: AdaptivePaths, grid: NoiseSchedule, tau: float) -> None:
     idx = _host(res.nonfinite_index)
-    raise_nonfinite(f"calibration (tau={tau:.4g})", _host(res.nonfinite_step), idx, grid.timesteps[np.maximum(idx, 0)])
+    t = grid.grid_points().t
+
+    def describe(b: int) -> str:
+        return f"grid index {int(idx[b])} (model time {t[max(int(idx[b]), 0)]:.6g})"
+
+    raise_nonfinite(f"calibration (tau={tau:.4g})", _host(res.nonfinite_step), describe)
 
 
 def calibrate(
@@ -117,9 +122,10 @@ def calibrate(
     """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
 
     Args:
-      model: ``model(x, t) -> eps``.
-      grid: the (respaced) noise schedule of ``K`` points.
-      noise: ``(B, ...)`` calibration noise (e.g. 256-2500 samples).
+      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.models.Denoiser`
+        or an eps model of ``grid``'s noise process.
+      grid: the (respaced) noise schedule of ``K`` points, of any family.
+      noise: ``(B, ...)`` standard-normal calibration noise (e.g. 256-2500 samples).
       nfe: target steps, ``1 <= nfe < K``.
       tau: a fixed threshold (skips the search); default: searched.
       rule: how each adaptive step is bounded: ``"backward_error"`` (the seed's rule, DDIM
@@ -161,7 +167,7 @@ def calibrate(
     paths_fn, default_tau = RULES[rule]
     tau_init = default_tau if tau_init is None else tau_init
     noise = check_noise(noise)
-    model = place_model(prepare_model(model), noise)
+    model = place_model(as_denoiser(model, grid), noise)
     B = noise.shape[0]
     min_samples = max(1, math.ceil(B / 20)) if min_samples is None else int(min_samples)
     if min_samples < 1:

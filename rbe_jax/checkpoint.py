@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._io import read_json, sha256_file, write_json
-from .noise import NoiseSchedule
+from .models import PREDICTIONS
+from .noise import NoiseSchedule, noise_schedule_from_origin
 
 if TYPE_CHECKING:  # the U-Net (and Flax NNX, Orbax) load when a model is loaded or saved
     from .nets.unet import UNet, UNetConfig
@@ -35,6 +36,8 @@ __all__ = [
     "load_model",
     "load_model_info",
     "load_pretrained",
+    "load_denoiser",
+    "model_info",
     "pretrained_path",
     "noise_schedule_from_spec",
     "PRETRAINED",
@@ -50,7 +53,7 @@ def _architectures() -> dict[str, tuple[type, type]]:
     return {"UNet": (UNet, UNetConfig)}
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-PRETRAINED = ("digits", "digits_cond")
+PRETRAINED = ("digits", "digits_cond", "digits_flow")
 
 
 class CheckpointError(ValueError):
@@ -66,6 +69,7 @@ class ModelInfo:
     config: "UNetConfig"
     noise_schedule: NoiseSchedule
     noise_schedule_spec: dict
+    prediction: str
     image_shape: tuple[int, ...]
     param_count: int
     meta: dict
@@ -77,14 +81,15 @@ class ModelInfo:
 
 
 def noise_schedule_from_spec(spec: dict) -> NoiseSchedule:
-    """``{"kind": "linear", "T": .., "beta_start": .., "beta_end": ..}`` or
-    ``{"kind": "cosine", "T": ..}`` -> :class:`NoiseSchedule`."""
-    kind = spec.get("kind")
-    if kind == "linear":
-        return NoiseSchedule.linear(int(spec["T"]), float(spec["beta_start"]), float(spec["beta_end"]))
-    if kind == "cosine":
-        return NoiseSchedule.cosine(int(spec["T"]))
-    raise CheckpointError(f"unknown noise schedule kind {kind!r} (expected 'linear' or 'cosine')")
+    """A model config's ``noise_schedule`` entry -> :class:`NoiseSchedule`: ``{"kind":
+    "linear", "T": .., "beta_start": .., "beta_end": ..}``, ``{"kind": "cosine", "T": ..}``, or
+    any other :attr:`NoiseSchedule.origin` (``vp_continuous``, ``ve``, ``edm``, ``flow``)."""
+    try:
+        return noise_schedule_from_origin(spec)
+    except (TypeError, KeyError) as e:
+        raise CheckpointError(f"invalid noise schedule {spec!r}: {e}") from None
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _param_files(params_dir: Path) -> dict[str, str]:
@@ -96,6 +101,7 @@ def save_model(
     model: "UNet",
     *,
     noise_schedule_spec: dict,
+    prediction: str = "eps",
     meta: dict | None = None,
     params: Any = None,
     overwrite: bool = False,
@@ -106,6 +112,7 @@ def save_model(
       path: the model directory to create.
       model: a :class:`UNet` (its config and, unless ``params`` is given, its weights).
       noise_schedule_spec: how the model was trained, see :func:`noise_schedule_from_spec`.
+      prediction: what the network outputs, one of :data:`rbe_jax.models.PREDICTIONS`.
       meta: extra JSON-able provenance (training steps, loss, grid_K, ...).
       params: an ``nnx.State`` of parameters to save instead of the model's own.
       overwrite: replace an existing directory.
@@ -120,6 +127,8 @@ def save_model(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     noise_schedule_from_spec(noise_schedule_spec)  # validates
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     state = nnx.state(model, nnx.Param) if params is None else params
     state = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state  # plain nested dict of arrays
     n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state)))
@@ -136,7 +145,7 @@ def save_model(
             "architecture": type(model).__name__,
             "config": cfg.to_dict(),
             "noise_schedule": dict(noise_schedule_spec),
-            "prediction": "eps",
+            "prediction": prediction,
             "image_shape": [cfg.image_size, cfg.image_size, cfg.in_channels],
             "param_count": n_params,
             "meta": dict(meta or {}),
@@ -178,8 +187,9 @@ def load_model_info(path) -> ModelInfo:
         ns = noise_schedule_from_spec(spec)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{cfg_path}: invalid config: {e}") from None
-    if d.get("prediction", "eps") != "eps":
-        raise CheckpointError(f"{cfg_path}: only eps-prediction checkpoints are supported, got {d.get('prediction')!r}")
+    prediction = d.get("prediction", "eps")
+    if prediction not in PREDICTIONS:
+        raise CheckpointError(f"{cfg_path}: unknown prediction {prediction!r} (expected one of {PREDICTIONS})")
     _check_files(path, d)
     return ModelInfo(
         path=path,
@@ -187,6 +197,7 @@ def load_model_info(path) -> ModelInfo:
         config=cfg,
         noise_schedule=ns,
         noise_schedule_spec=dict(spec),
+        prediction=prediction,
         image_shape=tuple(int(v) for v in d.get("image_shape", [cfg.image_size, cfg.image_size, cfg.in_channels])),
         param_count=int(d.get("param_count", -1)),
         meta=dict(d.get("meta") or {}),
@@ -288,3 +299,50 @@ def load_pretrained(name: str = "digits", *, sharding: jax.sharding.Sharding | N
     """The shipped model ``name`` (see :data:`PRETRAINED`), ready for ``jax.jit(rbe_sample)``
     on one device or a batch sharded over a mesh (``sharding``: see :func:`load_model`)."""
     return load_model(pretrained_path(name), sharding=sharding)
+
+
+def model_info(name_or_path) -> ModelInfo:
+    """The :class:`ModelInfo` of a shipped model (by name, see :data:`PRETRAINED`) or a model
+    directory (an existing path wins over a name)."""
+    p = Path(name_or_path)
+    if not p.exists() and str(name_or_path) in PRETRAINED:
+        p = pretrained_path(str(name_or_path))
+    return load_model_info(p)
+
+
+def load_denoiser(name_or_path, *, label=None, guidance: float = 0.0, sharding: jax.sharding.Sharding | None = None):
+    """A shipped model (by name) or a model directory, ready to sample: the network restored,
+    wrapped with classifier-free guidance when a ``label`` is given (class-conditional models),
+    and adapted to the internal form with the prediction and noise schedule its config
+    records (:func:`rbe_jax.as_model`).
+
+    Args:
+      name_or_path: ``"digits"``, ``"digits_cond"``, ``"digits_flow"`` or a directory.
+      label: int label(s) (scalar or ``(B,)``) for a class-conditional model.
+      guidance: the guidance weight ``w >= 0`` (needs ``label``).
+      sharding: where to put the parameters (see :func:`load_model`).
+    Returns:
+      A :class:`rbe_jax.models.Denoiser` for :func:`rbe_jax.rbe_sample` and the other entry
+      points (its noise schedule: ``model_info(name_or_path).noise_schedule``).
+    Raises:
+      ValueError: a label for an unconditional model, a label out of range, or guidance
+        without a label.
+    """
+    from .models import ClassifierFreeGuidance, as_model
+
+    info = model_info(name_or_path)
+    net = load_model(info.path, sharding=sharding)
+    num_classes = int(getattr(info.config, "num_classes", 0))
+    if label is None:
+        if guidance:
+            raise ValueError("guidance needs a label")
+    else:
+        if num_classes == 0:
+            raise ValueError("a label needs a class-conditional model (this one has num_classes=0)")
+        labels = np.asarray(label)
+        if np.any(labels < 0) or np.any(labels >= num_classes):
+            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {label}")
+        if not (np.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+        net = ClassifierFreeGuidance(model=net, label=jnp.asarray(labels, jnp.int32), scale=float(guidance), null_label=num_classes)
+    return as_model(net, prediction=info.prediction, noise_schedule=info.noise_schedule)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-SCHEDULE_KINDS = ("auto", "rbe", "optimized", "uniform", "quadratic", "logsnr", "karras")
+SCHEDULE_KINDS = ("auto", "rbe", "optimized", "uniform", "quadratic", "logsnr", "karras", "shift")
 SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")  # rbe_jax.solvers.SOLVERS, without importing jax
 RULE_NAMES = ("backward_error", "local_error")  # rbe_jax.calibrate.RULES
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
     s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here (.npz)")
-    s.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond (default: digits; with --label, digits_cond)")
+    s.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
     s.add_argument("--out-dir", default=None, help="sampling job: write numbered .npz shards and a manifest here (resumable)")
     s.add_argument("--batch", type=_positive_int, default=512, help="samples per shard with --out-dir (default 512)")
     s.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=("rbe", "optimized"), default="rbe", help="rbe: the RBE rule (default); optimized: minimise --solver's error on the calibration noise")
     c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver an optimized schedule is made for (default unipc)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
-    c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond (default: digits; with --label, digits_cond)")
+    c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
     c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
     c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base-channels", type=_positive_int, default=16)
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
     t.add_argument("--conditional", action="store_true", help="train a class-conditional model (label dropout 0.1)")
+    t.add_argument("--objective", choices=("eps", "flow"), default="eps", help="eps: DDPM noise prediction (default); flow: rectified flow, velocity prediction")
 
     i = sub.add_parser("info", help="describe a shipped model (digits, digits_cond), a model directory or a schedule file")
     i.add_argument("path", help="a shipped model's name, a model directory or a schedule .json")
@@ -138,11 +139,22 @@ def _model_path(arg: str) -> Path:
     return pretrained_path(arg) if not p.exists() and arg in PRETRAINED else p
 
 
-def _load(checkpoint, conditional: bool = False):
-    from .checkpoint import load_model, load_model_info, pretrained_path
+def _load(checkpoint, label=None, guidance: float = 0.0):
+    """``(model directory, its ModelInfo, the model ready to sample)``: the network restored,
+    wrapped with classifier-free guidance for a label, in the internal form."""
+    from .checkpoint import load_denoiser, load_model_info, pretrained_path
 
-    path = _model_path(checkpoint) if checkpoint else pretrained_path("digits_cond" if conditional else "digits")
-    return path, load_model_info(path), load_model(path)
+    path = _model_path(checkpoint) if checkpoint else pretrained_path("digits_cond" if label is not None else "digits")
+    info = load_model_info(path)
+    num_classes = info.config.num_classes
+    if label is None and guidance:
+        raise CLIError("--guidance needs --label")
+    if label is not None:
+        if num_classes == 0:
+            raise CLIError("--label needs a class-conditional model (this checkpoint has num_classes=0)")
+        if not 0 <= label < num_classes:
+            raise CLIError(f"--label must be in [0, {num_classes - 1}], got {label}")
+    return path, info, load_denoiser(path, label=label, guidance=guidance)
 
 
 def _calibrate(model, grid, info, nfe, n, seed, tau=None, rule="backward_error"):
@@ -155,14 +167,21 @@ def _calibrate(model, grid, info, nfe, n, seed, tau=None, rule="backward_error")
 
 
 def _load_schedule(f: Path, info):
-    """A schedule file for this model: made on its calibration grid or on its full training
-    schedule (optimized schedules use every training step)."""
-    from .schedule import Schedule
+    """A schedule file for this model: one made on its noise process, or a version-1 file
+    made on its calibration grid or its full training schedule."""
+    from .schedule import Schedule, ScheduleError
 
     sched = Schedule.load(f)
-    grids = (info.default_grid, info.noise_schedule)
-    grid = next((g for g in grids if g.fingerprint == sched.meta.grid_fingerprint), grids[0])
-    return sched.validate(grid)
+    if sched.meta.noise_schedule is None:
+        grids = (info.default_grid, info.noise_schedule)
+        grid = next((g for g in grids if g.fingerprint == sched.meta.grid_fingerprint), grids[0])
+        try:
+            return sched.on(grid)
+        except ScheduleError as e:
+            raise ScheduleError(f"{f}: {e}") from None
+    if sched.noise_schedule.process != info.noise_schedule.process:
+        raise ScheduleError(f"{f}: made for noise process {sched.noise_schedule.describe()}, not for this model's {info.noise_schedule.describe()}")
+    return sched
 
 
 def _guided_names(args) -> tuple[str, str]:
@@ -182,11 +201,10 @@ def _resolve_schedule(args, path, info, model):
     if kind == "auto":
         kind = "optimized" if optimized.is_file() else "rbe"
     if kind in BASELINES:
-        T = info.noise_schedule.num_train_timesteps
-        if args.nfe > T:
-            raise CLIError(f"--nfe {args.nfe} exceeds the model's {T} training steps")
-        # beyond the calibration grid, reference runs use the full training schedule
-        return baseline_schedule(grid if args.nfe <= grid.K else info.noise_schedule, args.nfe, kind)
+        try:
+            return baseline_schedule(info.noise_schedule, args.nfe, kind)
+        except ValueError as e:
+            raise CLIError(f"--schedule {kind}: {e}") from None
     if kind == "rbe":
         if args.nfe >= grid.K:
             raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
@@ -246,22 +264,6 @@ def _check_output(path, option: str, suffixes: tuple[str, ...]) -> Path:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _conditioned(model, info, label, guidance):
-    """The model to sample: as is, or wrapped in classifier-free guidance for a label."""
-    from .models import ClassifierFreeGuidance
-
-    num_classes = info.config.num_classes
-    if label is None:
-        if guidance:
-            raise CLIError("--guidance needs --label")
-        return model
-    if num_classes == 0:
-        raise CLIError("--label needs a class-conditional model (this checkpoint has num_classes=0)")
-    if not 0 <= label < num_classes:
-        raise CLIError(f"--label must be in [0, {num_classes - 1}], got {label}")
-    return ClassifierFreeGuidance(model=model, label=label, scale=float(guidance), null_label=num_classes)
-
-
 def grid_image_bytes(images, suffix: str = ".png", scale: int = 2) -> bytes:
     """``images`` ``(N, H, W, C)`` in ``[-1, 1]`` as one image grid, encoded for ``suffix``
     (``.png``, ``.jpg``)."""
@@ -302,6 +304,11 @@ def _batch_sharding(n: int):
     return NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
 
 
+def _times(sched) -> str:
+    """The schedule's model times, short."""
+    return "[" + ", ".join(f"{t:.4g}" for t in sched.model_times) + "]"
+
+
 def cmd_sample(args) -> int:
     import jax
     import numpy as np
@@ -318,8 +325,7 @@ def cmd_sample(args) -> int:
         npz = _check_output(args.npz, "--npz", (".npz",)) if args.npz else None
         if npz is not None and npz.absolute() == out.absolute():
             raise CLIError("--out and --npz name the same file")
-    path, info, model = _load(args.checkpoint, conditional=args.label is not None)
-    model = _conditioned(model, info, args.label, args.guidance)
+    path, info, model = _load(args.checkpoint, args.label, args.guidance)
     sched = _resolve_schedule(args, path, info, model)
     if args.out_dir:
         from .sample_job import sample_job
@@ -343,11 +349,11 @@ def cmd_sample(args) -> int:
     x = np.asarray(rbe_sample(model, noise, sched, args.solver, check_finite=True))
     files = {out: grid_image_bytes(x, out.suffix)}
     if npz is not None:
-        files[npz] = npz_bytes(samples=x, indices=np.asarray(sched.indices), timesteps=np.asarray(sched.timesteps), alpha_bar=np.asarray(sched.alpha_bar))
+        files[npz] = npz_bytes(samples=x, log_snr=np.asarray(sched.lam, np.float64), model_times=sched.model_times, alpha_bar=sched.alpha_bar)
     atomic_write_all(files)
     print(
         f"wrote {', '.join(map(str, files))}: {args.n} samples, {sched.method} schedule, nfe={sched.nfe}, solver={args.solver}, "
-        f"indices={np.asarray(sched.indices).tolist()} ({time.perf_counter() - t0:.1f}s)"
+        f"model times={_times(sched)} ({time.perf_counter() - t0:.1f}s)"
     )
     return 0
 
@@ -356,8 +362,7 @@ def cmd_calibrate(args) -> int:
     import jax
 
     out = _check_output(args.out, "--out", (".json",))
-    path, info, model = _load(args.checkpoint, conditional=args.label is not None)
-    model = _conditioned(model, info, args.label, args.guidance)
+    path, info, model = _load(args.checkpoint, args.label, args.guidance)
     if args.method == "optimized":
         from .optimize import optimize_schedule
 
@@ -371,7 +376,7 @@ def cmd_calibrate(args) -> int:
         sched.save(out)
         i = sched.info
         print(
-            f"wrote {out}: optimized for {args.solver}, nfe={sched.nfe}, timesteps={list(map(int, sched.timesteps))}, "
+            f"wrote {out}: optimized for {args.solver}, nfe={sched.nfe}, model times={_times(sched)}, "
             f"RMSE to a {i['reference_steps']}-step solve on the best {1 - i['trim']:.0%} of {i['batch']} calibration samples {i['rmse']:.4g} "
             f"(best start: {i['start']}, {i['start_rmse']:.4g}); {i['model_evals']} model evaluations, {i['seconds']:.0f}s"
         )
@@ -399,7 +404,7 @@ def cmd_train(args) -> int:
     from .nets.unet import UNet, UNetConfig
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, objective=args.objective)
     ucfg = UNetConfig(base_channels=args.base_channels, num_classes=10 if args.conditional else 0)
     images, labels = load_digits(ucfg.image_size)
     graphdef, state, losses = train(UNet(ucfg, nnx.Rngs(args.seed)), images, cfg, args.workdir, labels=labels if args.conditional else None)
@@ -407,10 +412,10 @@ def cmd_train(args) -> int:
         print(f"trained to step {int(state.step)}; mean loss of the last {min(len(losses), 500)} steps: {sum(losses[-500:]) / len(losses[-500:]):.4f}")
     if args.export:
         model = nnx.merge(graphdef, state.ema)
-        spec = dict(kind="linear", T=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
         data = "sklearn digits 16x16" + (", class-conditional (label dropout 0.1)" if args.conditional else "")
+        data += ", rectified flow" if args.objective == "flow" else ""
         meta = dict(trained_steps=int(state.step), train_config=cfg.to_dict(), data=data, weights="EMA", grid_K=100)
-        save_model(args.export, model, noise_schedule_spec=spec, meta=meta, overwrite=True)
+        save_model(args.export, model, noise_schedule_spec=cfg.noise_schedule_spec(), prediction=cfg.prediction, meta=meta, overwrite=True)
         print(f"exported the EMA model to {args.export}")
     return 0
 

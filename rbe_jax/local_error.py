@@ -16,12 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import check_noise, compute_dtype, place_model
-from .models import call_model, prepare_model
-from .noise import NoiseSchedule
-from .sampler import schedule_step_times
-from .schedule import Schedule, baseline_schedule, check_nfe
-from .solvers import Solver, dpmpp2m
+from ._batch import compute_dtype
+from .noise import NoiseSchedule, Point
+from .sampler import _scan_jit, prepare_sampling
+from .schedule import Schedule, check_nfe, grid_schedule
+from .solvers import dpmpp2m
 
 __all__ = ["local_error_schedule", "trajectory", "accurate_steps"]
 
@@ -32,75 +31,51 @@ def accurate_steps(grid: NoiseSchedule, steps: int | None = None, name: str = "s
     return min(grid.K, 500) if steps is None else check_nfe(steps, grid.K, name)
 
 
-def _trajectory_scan(model, noise, times, solver: Solver, slots, n_kept: int):
-    """Like the sampler's scan, keeping the state before step ``i`` in ``slots[i]`` (-1: not kept)."""
-    B = noise.shape[0]
-    cdt = compute_dtype(noise.dtype)
-
-    def body(carry, inp):
-        x, state, kept = carry
-        st, slot = inp
-        at = jnp.maximum(slot, 0)
-        kept = jax.lax.dynamic_update_index_in_dim(kept, jnp.where(slot >= 0, x, kept[at]), at, 0)
-        eps = call_model(model, x, jnp.full((B,), st.t, jnp.int32))
-        x_next, state = solver.step(state, x.astype(cdt), eps.astype(cdt), st)
-        return (x_next.astype(noise.dtype), state, kept), None
-
-    kept = jnp.zeros((n_kept, *noise.shape), noise.dtype)
-    (x, _, kept), _ = jax.lax.scan(body, (noise, solver.init(noise.astype(cdt)), kept), (times, slots))
-    return kept, x
-
-
-_trajectory_scan_jit = jax.jit(_trajectory_scan, static_argnames=("n_kept",))
-
-
 def trajectory(model, grid: NoiseSchedule, noise: jax.Array, *, steps: int | None = None, points: int = 100):
     """Accurate trajectories of ``noise``, kept at coarse grid points.
 
     Args:
-      model: ``model(x, t) -> eps``.
-      grid: the noise schedule (``K`` points); ``noise`` sits at its point ``K - 1``.
-      noise: ``(B, ...)``.
-      steps: DPM-Solver++(2M) steps, uniformly spaced on ``grid`` (default ``min(K, 500)``).
+      model: the model (see :func:`rbe_jax.rbe_sample`).
+      grid: the noise schedule (``K`` points); the solve starts at its point ``K - 1``.
+      noise: ``(B, ...)`` standard-normal noise.
+      steps: DPM-Solver++(2M) steps, uniformly spaced on ``grid``'s indices (default
+        ``min(K, 500)``).
       points: about how many of those points to keep (every ``steps // points``-th).
     Returns:
       ``(indices, states, endpoint)``: ``(G,)`` grid indices of the kept points (the first
-      is ``K - 1``), ``(G, B, ...)`` the states there, ``(B, ...)`` the clean endpoint (the
-      same as :func:`rbe_jax.reference_solution` with these ``steps``).
+      is ``K - 1``), ``(G, B, ...)`` the states there (VP scaling), ``(B, ...)`` the clean
+      endpoint (the same as :func:`rbe_jax.reference_solution` with these ``steps``).
     """
     steps = accurate_steps(grid, steps)
-    noise = check_noise(noise)
-    model = place_model(prepare_model(model), noise)
-    sched = baseline_schedule(grid, steps, "uniform")
+    sched = grid_schedule(grid, steps)
+    den, noise, pts = prepare_sampling(model, noise, sched)
     stride = max(1, steps // max(1, points))
     keep = np.arange(0, steps, stride)
     slots = np.full(steps, -1, np.int32)
     slots[keep] = np.arange(keep.size, dtype=np.int32)
-    times = schedule_step_times(sched, compute_dtype(noise.dtype))
-    kept, end = _trajectory_scan_jit(model, noise, times, dpmpp2m(), jnp.asarray(slots), n_kept=int(keep.size))
-    return np.asarray(sched.indices)[keep], kept, end
+    out = _scan_jit(den, noise, pts, dpmpp2m(), jnp.asarray(slots), n_kept=int(keep.size))
+    return np.asarray(sched.indices)[keep], out.kept, out.x
 
 
-def _one_step_errors(model, states, endpoint, t, alpha, sigma):
+def _one_step_errors(model, states, endpoint, pts: Point):
     """``(G, G + 1, B)`` per-sample RMS error of one DDIM step from kept point ``i`` to every
     kept point ``j`` (and clean data, the last column), against the trajectory there; only
-    ``j > i`` is meaningful."""
+    ``j > i`` is meaningful.  ``pts``: the kept points' :class:`Point` tables ``(G,)``."""
     B = states.shape[1]
     cdt = compute_dtype(states.dtype)
     targets = jnp.concatenate([states, endpoint[None]]).astype(cdt)  # (G + 1, B, ...)
-    a_to = jnp.append(alpha, 1.0).astype(cdt)
-    s_to = jnp.append(sigma, 0.0).astype(cdt)
+    a_to = jnp.append(pts.alpha, 1.0).astype(cdt)
+    s_to = jnp.append(pts.sigma, 0.0).astype(cdt)
 
     def row(_, inp):
-        x, ti, ai, si = inp
-        x = x.astype(cdt)
-        eps = call_model(model, x, jnp.full((B,), ti, jnp.int32)).astype(cdt)
-        x0 = (x - si * eps) / ai
+        x, pt = inp
+        pred = model(x, Point(*(jnp.broadcast_to(v, (B,)) for v in pt)))
+        x0, eps = pred.x0.astype(cdt), pred.eps.astype(cdt)
         pred = jax.vmap(lambda a, s: a * x0 + s * eps)(a_to, s_to)
         d = (pred - targets).reshape(targets.shape[0], B, -1)
         return None, jnp.sqrt(jnp.mean(d * d, axis=-1))
 
-    _, err = jax.lax.scan(row, None, (states, t, alpha.astype(cdt), sigma.astype(cdt)))
+    _, err = jax.lax.scan(row, None, (states, Point(*(v.astype(cdt) for v in pts))))
     return err
 
 
@@ -141,9 +116,9 @@ def local_error_schedule(
     per-sample RMS error).
 
     Args:
-      model: ``model(x, t) -> eps``.
+      model: the model (see :func:`rbe_jax.rbe_sample`).
       grid: the noise schedule whose points the steps may use (``K`` points).
-      noise: ``(B, ...)`` calibration noise at grid point ``K - 1``.
+      noise: ``(B, ...)`` standard-normal calibration noise.
       nfe: steps, ``1 <= nfe``; at most the number of kept points.
       steps: steps of the trajectory solve (default ``min(K, 500)``).
       points: about how many trajectory points the schedule may use (default 100; raised to
@@ -154,19 +129,18 @@ def local_error_schedule(
       ``local_error`` (the minimised sum), ``model_evals`` (per sample) and ``batch``.
     """
     nfe = check_nfe(nfe, grid.K)
-    noise = check_noise(noise)
-    model = place_model(prepare_model(model), noise)
+    probe = grid_schedule(grid, 1)
+    den, noise, _ = prepare_sampling(model, noise, probe)  # the same checks as the solve
     solve_evals = 0
     if kept is None:
         steps = accurate_steps(grid, steps)
-        kept = trajectory(model, grid, noise, steps=steps, points=max(points, nfe))
+        kept = trajectory(den, grid, noise, steps=steps, points=max(points, nfe))
         solve_evals = steps
     indices, states, endpoint = kept
     if indices.size < nfe:
         raise ValueError(f"nfe={nfe} needs at least {nfe} kept trajectory points, got {indices.size}")
-    ab = grid.alpha_bar[indices]
-    err = np.asarray(_one_step_errors_jit(model, states, endpoint, jnp.asarray(grid.timesteps[indices], jnp.int32),
-                                          jnp.asarray(np.sqrt(ab)), jnp.asarray(np.sqrt(1.0 - ab))), np.float64)
+    pts = Point(*(jnp.asarray(v[indices]) for v in grid.grid_points()))
+    err = np.asarray(_one_step_errors_jit(den, states, endpoint, pts), np.float64)
     cost = err.mean(axis=-1)  # (G, G + 1)
     path = _best_path(cost, nfe)
     idx = np.append(indices, -1)[path]

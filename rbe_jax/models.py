@@ -1,15 +1,29 @@
-"""The model protocol: anything with ``model(x, t) -> eps``.
+"""Models: what users hand over, and the one internal form every sampler step uses.
 
-``x`` has shape ``(B, ...)`` and ``t`` is an int32 array ``(B,)`` of ORIGINAL training
-timesteps.  Plain functions are accepted by every public entry point; to pass a model
-through ``jax.jit`` it must be a pytree, which :func:`as_model` provides (the function is
-static, the parameters are leaves).  Flax NNX modules are pytrees already and need no
-wrapping; a Linen module plugs in as ``as_model(module.apply, variables)``.
+A user's model is a function of the model's own ``x`` and time, ``model(x, t) -> P``, where
+``P`` is one of :data:`PREDICTIONS` and ``t`` is the model's native time input (the training
+timestep of a discrete table as a float32 array, score_sde's ``t``, EDM's ``sigma``, a flow
+model's ``t``; see :class:`rbe_jax.NoiseSchedule`).  :func:`as_model` wraps it, once, at the
+boundary, into a :class:`Denoiser`: ``denoiser(x_vp, point) -> Prediction(eps, x0)``, with
+``x_vp`` in the variance-preserving scaling and ``point`` a :class:`rbe_jax.noise.Point`.
+Nothing past the adapter knows the family.  Clipping and classifier guidance
+(:class:`ClipDenoised`, :class:`ClassifierGuidance`) act on that internal form; classifier-free
+guidance (:class:`ClassifierFreeGuidance`) combines the native outputs, so it is itself a
+user-level model.
+
+Every public entry point accepts a bare callable or pytree (an eps-prediction model of the
+schedule's own noise process, the common case) as well as a :class:`Denoiser`.  Plain
+functions are held statically (jit compiles once per object); pytrees of arrays (NNX modules,
+:class:`Model`, these wrappers) are traced arguments.  A Linen module plugs in as
+``as_model(module.apply, variables, ...)``.
+
+The dtype rule: the model receives ``x`` in the samples' dtype; its output is converted in the
+compute dtype (at least float32, see :func:`rbe_jax._batch.compute_dtype`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,26 +31,38 @@ import numpy as np
 from flax import struct
 
 from ._batch import compute_dtype, per_sample
-from .noise import NoiseSchedule
+from .noise import NoiseSchedule, Point, _Process
 
 __all__ = [
     "Model",
-    "EpsFromX0",
-    "EpsFromV",
+    "Prediction",
+    "Denoiser",
     "ClipDenoised",
     "ClassifierGuidance",
     "ClassifierFreeGuidance",
+    "PREDICTIONS",
     "as_model",
+    "as_denoiser",
     "prepare_model",
     "call_model",
     "is_pytree_model",
     "clip_denoised",
     "classifier_guidance",
-    "ContinuousTime",
     "continuous_time_model",
 ]
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
+# predictions that give x0 where alpha = 0 (pure noise): a step from there needs one of them
+X0_AT_PURE_NOISE = ("x0", "v", "velocity")
+
+
+class Prediction(NamedTuple):
+    """A model's output in the internal form, both parametrisations (each ``(B, ...)``):
+    ``x_vp = alpha x0 + sigma eps``.  Whichever one a caller does not use costs nothing
+    under jit."""
+
+    eps: jax.Array
+    x0: jax.Array
 
 
 class Model(struct.PyTreeNode):
@@ -52,39 +78,10 @@ class Model(struct.PyTreeNode):
     params: Any = None
     takes_params: bool = struct.field(pytree_node=False, default=False)
 
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, t: jax.Array, *args) -> jax.Array:
         if self.takes_params:
-            return self.fn(self.params, x, t)
-        return self.fn(x, t)
-
-
-class _Reparam(struct.PyTreeNode):
-    """Shared body of the x0 / v -> eps adapters: holds the inner model and alpha-bar table."""
-
-    model: Any
-    alpha_bar: jax.Array  # (T,) table indexed by original timestep
-
-    def _coeffs(self, x, t):
-        """``(alpha, sigma)`` at timesteps ``t``, shaped ``(B, 1, ...)``, in at least float32
-        (in bfloat16 an alpha-bar of 0.9999 rounds to 1 and sigma to 0)."""
-        a = per_sample(jnp.asarray(self.alpha_bar, compute_dtype(x.dtype))[t], x)
-        return jnp.sqrt(a), jnp.sqrt(1.0 - a)
-
-
-class EpsFromX0(_Reparam):
-    """Wraps a model that predicts clean data x0: ``eps = (x - alpha x0) / sigma``."""
-
-    def __call__(self, x, t):
-        alpha, sigma = self._coeffs(x, t)
-        return (x - alpha * self.model(x, t)) / sigma
-
-
-class EpsFromV(_Reparam):
-    """Wraps a model that predicts ``v = alpha eps - sigma x0``: ``eps = alpha v + sigma x``."""
-
-    def __call__(self, x, t):
-        alpha, sigma = self._coeffs(x, t)
-        return alpha * self.model(x, t) + sigma * x
+            return self.fn(self.params, x, t, *args)
+        return self.fn(x, t, *args)
 
 
 class _Callable:
@@ -127,133 +124,258 @@ def is_pytree_model(model) -> bool:
     return all(_is_array_leaf(v) for v in leaves)
 
 
+def prepare_model(model):
+    """A user-level model in the form jitted code takes: a pytree of arrays as is, any other
+    callable wrapped in a :class:`Model` that holds it statically, by identity.
+
+    Raises:
+      TypeError: ``model`` is not callable.
+    """
+    if model is None or not callable(model):
+        raise TypeError(f"model must be callable as model(x, t); got {type(model).__name__}")
+    return model if is_pytree_model(model) else Model(fn=_Callable(model))
+
+
+def call_model(model, x: jax.Array, t: jax.Array, *args) -> jax.Array:
+    """``model(x, t)`` with its output checked at trace time (shapes are static, so the
+    check costs nothing at run time and works under ``jax.jit``).  Errors raised by the
+    model itself propagate unchanged.
+
+    Raises:
+      ValueError: the output is not one floating-point array shaped like ``x``.
+    """
+    out = model(x, t, *args)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise ValueError(f"the model must return one array; it returned {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(
+            f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
+            "its prediction must have the shape of x"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"the model returned dtype {out.dtype}; its prediction must be floating point")
+    return out
+
+
+# ------------------------------------------------------------------------------ the adapter
+class _InternalForm:
+    """Marker of models in the internal form ``(x_vp, point) -> Prediction``; each has
+    ``process`` (the noise process it was made for) and ``prediction`` (the innermost
+    model's native prediction)."""
+
+
+class Denoiser(_InternalForm, struct.PyTreeNode):
+    """A user's model in the internal form: ``denoiser(x_vp, point) -> Prediction``.
+
+    Feeds the model ``x_vp * point.scale`` (its own scaling) and its native time
+    ``point.t``, and converts its output, in the compute dtype:
+
+    - ``eps``: ``x0 = (x - sigma eps) / alpha``;
+    - ``x0`` (an EDM denoiser ``D(x, sigma)``): ``eps = (x - alpha x0) / sigma``;
+    - ``v`` = ``alpha eps - sigma x0`` in the VP scaling: ``x0 = alpha x - sigma v``,
+      ``eps = sigma x + alpha v``;
+    - ``score`` = ``grad_x log p_t(x)`` in the model's own scaling: ``eps = -sigma_f score``;
+    - ``velocity`` = ``d x_t / dt`` (``eps - x0`` for flow): solved from ``x_t = alpha_f x0 +
+      sigma_f eps`` and ``v = alpha_f' x0 + sigma_f' eps``.
+
+    Attributes:
+      net: the user's model (a pytree, or a :class:`Model` holding a function).
+      process: the noise process the model was trained with (static).
+      prediction: one of :data:`PREDICTIONS` (static).
+      quantize: feed the nearest integer timestep (int32) instead of a fractional one (for
+        discrete models that only take integers).
+    """
+
+    net: Any
+    process: _Process = struct.field(pytree_node=False)
+    prediction: str = struct.field(pytree_node=False, default="eps")
+    quantize: bool = struct.field(pytree_node=False, default=False)
+
+    def raw(self, x: jax.Array, pt: Point, *args) -> jax.Array:
+        """The model's own output at ``x_vp`` (shape-checked), fed its scaling and time."""
+        B = x.shape[0]
+        if self.process.family != "vp":
+            x = (x.astype(compute_dtype(x.dtype)) * per_sample(pt.scale, x)).astype(x.dtype)
+        t = jnp.broadcast_to(jnp.asarray(pt.t), (B,))
+        t = jnp.round(t).astype(jnp.int32) if self.quantize else t.astype(compute_dtype(x.dtype))
+        return call_model(self.net, x, t, *args)
+
+    def convert(self, out: jax.Array, x: jax.Array, pt: Point) -> Prediction:
+        """The :class:`Prediction` of the model's output ``out`` at ``x_vp``."""
+        cdt = compute_dtype(x.dtype)
+        xc = x.astype(cdt)
+        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
+        p = self.prediction
+        if p == "eps":  # eps as the model gave it: the backward error differentiates it as is
+            return Prediction(eps=out, x0=(xc - sigma * out.astype(cdt)) / alpha)
+        o = out.astype(cdt)
+        if p == "x0":
+            return Prediction(eps=(xc - alpha * o) / sigma, x0=o)
+        if p == "v":
+            return Prediction(eps=sigma * xc + alpha * o, x0=alpha * xc - sigma * o)
+        scale = per_sample(jnp.asarray(pt.scale, cdt), x)
+        if p == "score":
+            eps = -(sigma * scale) * o
+            return Prediction(eps=eps, x0=(xc - sigma * eps) / alpha)
+        # velocity: [x_f; v] = [[a, s], [a', s']] [x0; eps] in the model's own scaling
+        t = per_sample(jnp.broadcast_to(jnp.asarray(pt.t, cdt), (x.shape[0],)), x)
+        da, ds = (jnp.asarray(c, cdt) for c in self.process.velocity_coeffs(t, jnp))
+        a, s, xf = alpha * scale, sigma * scale, xc * scale
+        det = a * ds - s * da
+        return Prediction(eps=(a * o - da * xf) / det, x0=(ds * xf - s * o) / det)
+
+    def __call__(self, x: jax.Array, pt: Point) -> Prediction:
+        return self.convert(self.raw(x, pt), x, pt)
+
+
+def _check_prediction(prediction: str, process: _Process) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction == "velocity" and process.velocity_coeffs(np.asarray(0.5)) is None:
+        raise ValueError(
+            "prediction='velocity' needs a continuous-time process (flow, vp_continuous, ve, edm); "
+            "a discrete table has no time derivative"
+        )
+
+
 def as_model(
     fn: Callable,
     params: Any = None,
     *,
     prediction: str = "eps",
     noise_schedule: NoiseSchedule | None = None,
+    quantize: bool = False,
 ):
-    """Turns a function into a jit-friendly eps model.
+    """Wraps a user's model for the samplers.
 
     Args:
       fn: ``fn(x, t)``, or ``fn(params, x, t)`` when ``params`` is given (e.g. a Linen
-        ``module.apply`` with its variables).  A pytree model (an NNX module, a
-        :class:`Model`, :class:`rbe_jax.testing.GaussianMixture`) is returned as is when no
-        params are given.
+        ``module.apply`` with its variables); ``t`` is the model's native time (see the
+        module docstring).  A pytree model (an NNX module, :class:`Model`) needs no params.
       params: the parameters passed as the first argument of ``fn``.
-      prediction: what ``fn`` outputs: ``"eps"`` (noise), ``"x0"`` (clean data) or ``"v"``.
-      noise_schedule: the model's full TRAINING schedule (indexed by original timestep),
-        required to convert ``"x0"`` and ``"v"`` outputs into eps.
-
+      prediction: what ``fn`` outputs, one of :data:`PREDICTIONS` (``"x0"`` for an EDM
+        denoiser, ``"velocity"`` for a flow model).
+      noise_schedule: the :class:`NoiseSchedule` the model was trained with (any grid of
+        it).  Required unless ``prediction="eps"``: without it an eps model is returned as
+        a plain (jit-friendly) model that takes its process from the schedule it samples.
+      quantize: feed the nearest integer training timestep (int32): for discrete models
+        that index tables by ``t``.
     Returns:
-      A pytree callable ``model(x, t) -> eps``.
+      A :class:`Denoiser` (with ``noise_schedule``) or a pytree model ``model(x, t) -> eps``.
     """
     if not callable(fn):
         raise TypeError(f"a model must be callable as model(x, t); got {type(fn).__name__}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    if params is not None:
-        model = Model(fn=_Callable(fn), params=params, takes_params=True)
-    else:
-        model = prepare_model(fn)
-    if prediction == "eps":
-        return model
+    net = Model(fn=_Callable(fn), params=params, takes_params=True) if params is not None else prepare_model(fn)
     if noise_schedule is None:
-        raise ValueError(f"prediction={prediction!r} needs noise_schedule= (the training schedule)")
-    cls = EpsFromX0 if prediction == "x0" else EpsFromV
-    return cls(model=model, alpha_bar=_table(noise_schedule))
+        if prediction != "eps":
+            raise ValueError(f"prediction={prediction!r} needs noise_schedule= (the model's training noise schedule)")
+        if quantize:
+            raise ValueError("quantize=True needs noise_schedule= (the model's training table)")
+        return net
+    if not isinstance(noise_schedule, NoiseSchedule):
+        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
+    _check_prediction(prediction, noise_schedule.process)
+    return Denoiser(net=net, process=noise_schedule.process, prediction=prediction, quantize=bool(quantize))
 
 
-def prepare_model(model):
-    """The form in which every public entry point passes ``model`` to its jitted core.
-
-    A pytree of arrays (an NNX module, :class:`Model`, a wrapper of this module) is
-    returned as is: its arrays are traced arguments.  Any other callable (a plain or
-    jitted function, a callable object, a ``functools.partial``) is wrapped in a
-    :class:`Model` that holds it statically, by identity: jit compiles once per such
-    object and closes over its arrays.
+def as_denoiser(model, noise_schedule: NoiseSchedule):
+    """The internal form of ``model`` for sampling on ``noise_schedule``: a model in the
+    internal form is checked against its process; any other model is taken as an eps
+    model of that process.
 
     Raises:
       TypeError: ``model`` is not callable.
+      ValueError: ``model`` was wrapped for another noise process.
     """
-    if model is None or not callable(model):
-        raise TypeError(f"model must be callable as model(x, t) -> eps; got {type(model).__name__}")
-    return model if is_pytree_model(model) else Model(fn=_Callable(model))
+    if isinstance(model, _InternalForm):
+        if model.process != noise_schedule.process:
+            raise ValueError(
+                f"the model was wrapped for noise process {model.process.spec()}, but the schedule "
+                f"belongs to {noise_schedule.describe()}: make the schedule from the model's noise schedule"
+            )
+        return model
+    return Denoiser(net=prepare_model(model), process=noise_schedule.process, prediction="eps")
 
 
-def call_model(model, x: jax.Array, t: jax.Array) -> jax.Array:
-    """``model(x, t)`` with its output checked at trace time (shapes are static, so the
-    check costs nothing at run time and works under ``jax.jit``).
-
-    Errors raised by the model itself propagate unchanged.
-
-    Raises:
-      ValueError: the output is not one floating-point array shaped like ``x``.
-    """
-    out = model(x, t)
-    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
-        raise ValueError(f"the model must return one array (eps); it returned {type(out).__name__}")
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(
-            f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
-            "eps must have the shape of x"
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(f"the model returned dtype {out.dtype}; eps must be floating point")
-    return out
+def continuous_time_model(fn, noise_schedule: NoiseSchedule, params: Any = None) -> Denoiser:
+    """An eps model ``fn(x, t)`` of a continuous-time process (``t`` float ``(B,)``), i.e.
+    ``as_model(fn, params, noise_schedule=noise_schedule)``."""
+    if noise_schedule.times is None:
+        raise ValueError("noise_schedule has no continuous times: build it with NoiseSchedule.vp_continuous (or ve, edm, flow)")
+    return as_model(fn, params, noise_schedule=noise_schedule)
 
 
-# ---------------------------------------------------------------------------- eps transforms
-class ClipDenoised(_Reparam):
-    """x0 clipping (the reference's ``clip_denoised``) as a model wrapper.
+# ---------------------------------------------------------------------------- on the internal form
+class ClipDenoised(_InternalForm, struct.PyTreeNode):
+    """x0 clipping (the reference's ``clip_denoised``) on the internal form.
 
-    eps is turned into the predicted data ``x0 = (x - sigma eps) / alpha``, which is clipped
-    to ``[lo, hi]`` (or, with ``dynamic_quantile``, thresholded per sample as DPM-Solver++ /
-    Imagen do: ``s = max(1, quantile(|x0|, q))``, ``x0 <- clip(x0, -s, s) / s``), and eps is
-    re-derived from it.  Gradients flow through the clip, so the backward-error indicator,
-    the adaptive paths, calibration and every solver see the clipped model unchanged.
+    The prediction's x0 is clipped to ``[lo, hi]`` (or, with ``dynamic_quantile``, thresholded
+    per sample as DPM-Solver++ / Imagen do: ``s = max(1, quantile(|x0|, q))``, ``x0 <- clip(x0,
+    -s, s) / s``), and eps is re-derived from it.  Gradients flow through the clip, so the
+    backward-error indicator, the adaptive paths, calibration and every solver see the
+    clipped model unchanged.
     """
 
+    model: Any
     lo: float = struct.field(pytree_node=False, default=-1.0)
     hi: float = struct.field(pytree_node=False, default=1.0)
     dynamic_quantile: float | None = struct.field(pytree_node=False, default=None)
 
-    def __call__(self, x, t):
-        alpha, sigma = self._coeffs(x, t)
-        x0 = (x - sigma * self.model(x, t)) / alpha
+    @property
+    def process(self):
+        return self.model.process
+
+    @property
+    def prediction(self):
+        return self.model.prediction
+
+    def __call__(self, x, pt: Point) -> Prediction:
+        cdt = compute_dtype(x.dtype)
+        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
+        x0 = self.model(x, pt).x0
         if self.dynamic_quantile is None:
             x0 = jnp.clip(x0, self.lo, self.hi)
         else:
             flat = jnp.abs(x0).reshape(x0.shape[0], -1)
-            s = jnp.maximum(jnp.quantile(flat, self.dynamic_quantile, axis=1), 1.0)
-            s = per_sample(s, x)
+            s = per_sample(jnp.maximum(jnp.quantile(flat, self.dynamic_quantile, axis=1), 1.0), x)
             x0 = jnp.clip(x0, -s, s) / s
-        return (x - alpha * x0) / sigma
+        return Prediction(eps=(x.astype(cdt) - alpha * x0) / sigma, x0=x0)
 
 
-class ClassifierGuidance(_Reparam):
-    """Classifier guidance (the reference's ``cond_fn``): ``eps <- eps - sigma * scale * g``
-    with ``g = cond_fn(x, t)`` the gradient of ``log p(y | x, t)`` (the label closed over by
-    ``cond_fn``).  ``cond_fn`` is a model-like pytree or function of ``(x, t)``."""
+class ClassifierGuidance(_InternalForm, struct.PyTreeNode):
+    """Classifier guidance (the reference's ``cond_fn``) on the internal form: ``eps <- eps -
+    sigma_f * scale * g`` with ``g = cond_fn(x_f, t)`` the gradient of ``log p(y | x_f, t)``
+    in the model's own scaling and time (the label closed over by ``cond_fn``)."""
 
+    model: Any
     cond_fn: Any = None
     scale: float = 1.0
 
-    def __call__(self, x, t):
-        _, sigma = self._coeffs(x, t)
-        return self.model(x, t) - sigma * self.scale * self.cond_fn(x, t)
+    @property
+    def process(self):
+        return self.model.process
+
+    @property
+    def prediction(self):
+        return self.model.prediction
+
+    def __call__(self, x, pt: Point) -> Prediction:
+        cdt = compute_dtype(x.dtype)
+        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
+        scale = per_sample(jnp.asarray(pt.scale, cdt), x)
+        grad = Denoiser(net=self.cond_fn, process=self.process).raw(x, pt).astype(cdt)
+        eps = self.model(x, pt).eps.astype(cdt) - sigma * scale * self.scale * grad
+        return Prediction(eps=eps, x0=(x.astype(cdt) - sigma * eps) / alpha)
 
 
 class ClassifierFreeGuidance(struct.PyTreeNode):
-    """Classifier-free guidance: ``eps = (1 + w) eps(x, t, y) - w eps(x, t, null)``.
+    """Classifier-free guidance as a user-level model: ``out = (1 + w) out(x, t, y) - w
+    out(x, t, null)``, valid for every prediction (the conversions are affine in it).
 
-    ``model`` is conditional, ``model(x, t, y) -> eps`` with ``y`` int labels ``(B,)``;
-    both branches run as ONE model call on the doubled batch.
-
-    A ``(B,)`` label array ties the wrapper to batches of exactly ``B`` samples: calibrate
-    such a model with ``search_samples >= B`` and no ``chunk_size`` (a scalar label has no
-    such limit).
+    ``model`` is conditional, ``model(x, t, y)`` with ``y`` int labels ``(B,)``; both
+    branches run as ONE model call on the doubled batch.  A ``(B,)`` label array ties the
+    wrapper to batches of exactly ``B`` samples: calibrate such a model with
+    ``search_samples >= B`` and no ``chunk_size`` (a scalar label has no such limit).
 
     Attributes:
       model: the conditional model (a pytree, e.g. an NNX module).
@@ -271,49 +393,21 @@ class ClassifierFreeGuidance(struct.PyTreeNode):
         B = x.shape[0]
         y = jnp.broadcast_to(jnp.asarray(self.label, jnp.int32), (B,))
         null = jnp.full((B,), self.null_label, jnp.int32)
-        eps = self.model(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([y, null]))
-        cond, uncond = eps[:B], eps[B:]
+        out = self.model(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([y, null]))
+        cond, uncond = out[:B], out[B:]
         return cond + self.scale * (cond - uncond)
 
 
-class ContinuousTime(struct.PyTreeNode):
-    """Calls a continuous-time model ``fn(x, t_cont)`` at ``times[t]`` for the integer
-    timestep indices ``t`` that the rest of the library uses."""
-
-    model: Any
-    times: jax.Array  # (N,) float
-
-    def __call__(self, x, t):
-        return self.model(x, jnp.asarray(self.times, x.dtype)[t])
-
-
-def continuous_time_model(fn, noise_schedule: NoiseSchedule, params: Any = None) -> ContinuousTime:
-    """Adapts a continuous-time eps model ``fn(x, t)`` (``t`` float ``(B,)`` in ``(0, 1]``;
-    ``fn(params, x, t)`` with ``params``) to a schedule from
-    :meth:`NoiseSchedule.vp_continuous` (the full fine schedule, not a respaced grid)."""
-    if noise_schedule.times is None:
-        raise ValueError("noise_schedule has no continuous times: build it with NoiseSchedule.vp_continuous")
-    if len(noise_schedule) != noise_schedule.num_train_timesteps:
-        raise ValueError("noise_schedule must be the full fine schedule, not a respaced grid")
-    return ContinuousTime(model=as_model(fn, params), times=jnp.asarray(noise_schedule.times, jnp.float32))
-
-
-def _table(noise_schedule: NoiseSchedule) -> jax.Array:
-    if len(noise_schedule) != noise_schedule.num_train_timesteps:
-        raise ValueError("noise_schedule must be the full training schedule, not a respaced grid")
-    return jnp.asarray(noise_schedule.alpha_bar, jnp.float32)
-
-
 def clip_denoised(model, noise_schedule: NoiseSchedule, lo: float = -1.0, hi: float = 1.0, dynamic_quantile: float | None = None) -> ClipDenoised:
-    """Wraps ``model`` with x0 clipping to ``[lo, hi]`` or dynamic thresholding (see
-    :class:`ClipDenoised`); ``noise_schedule`` is the model's full training schedule."""
+    """Wraps ``model`` (any model :func:`as_denoiser` takes) with x0 clipping to ``[lo, hi]``
+    or dynamic thresholding (see :class:`ClipDenoised`)."""
     if not lo < hi:
         raise ValueError(f"clip range must satisfy lo < hi, got [{lo}, {hi}]")
     if dynamic_quantile is not None and not 0.0 < dynamic_quantile <= 1.0:
         raise ValueError(f"dynamic_quantile must lie in (0, 1], got {dynamic_quantile}")
-    return ClipDenoised(model=prepare_model(model), alpha_bar=_table(noise_schedule), lo=float(lo), hi=float(hi), dynamic_quantile=dynamic_quantile)
+    return ClipDenoised(model=as_denoiser(model, noise_schedule), lo=float(lo), hi=float(hi), dynamic_quantile=dynamic_quantile)
 
 
 def classifier_guidance(model, cond_fn, noise_schedule: NoiseSchedule, scale: float = 1.0) -> ClassifierGuidance:
     """Wraps ``model`` with classifier guidance (see :class:`ClassifierGuidance`)."""
-    return ClassifierGuidance(model=prepare_model(model), alpha_bar=_table(noise_schedule), cond_fn=prepare_model(cond_fn), scale=scale)
+    return ClassifierGuidance(model=as_denoiser(model, noise_schedule), cond_fn=prepare_model(cond_fn), scale=scale)

@@ -20,13 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import check_noise, place_model
+from ._batch import compute_dtype
 from ._progress import progress_reporter
 from .local_error import accurate_steps, local_error_schedule, trajectory
-from .models import prepare_model
 from .noise import NoiseSchedule
-from .sampler import rbe_sample
-from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, strictly_decreasing_path
+from .sampler import _scan_jit, prepare_sampling, rbe_sample
+from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
 from .solvers import Solver, dpmpp2m, get_solver
 
 __all__ = ["optimize_schedule", "reference_solution", "schedule_error"]
@@ -34,11 +33,11 @@ __all__ = ["optimize_schedule", "reference_solution", "schedule_error"]
 
 def reference_solution(model, grid: NoiseSchedule, noise: jax.Array, steps: int | None = None) -> jax.Array:
     """Accurate endpoints of the probability-flow ODE for ``noise``: DPM-Solver++(2M) on
-    ``steps`` (default ``min(K, 500)``) uniformly spaced points of ``grid``.  On a full
+    ``steps`` (default ``min(K, 500)``) evenly spaced indices of ``grid``.  On a full
     1,000-step training table this agrees with a float64 adaptive solve to about 1e-4 on the
     exact Gaussian mixtures of ``rbe_jax.testing``."""
     steps = accurate_steps(grid, steps)
-    return rbe_sample(model, noise, baseline_schedule(grid, steps, "uniform"), dpmpp2m())
+    return rbe_sample(model, noise, grid_schedule(grid, steps), dpmpp2m())
 
 
 def schedule_error(model, noise, reference, schedule: Schedule, solver, trim: float = 0.0) -> float:
@@ -46,12 +45,12 @@ def schedule_error(model, noise, reference, schedule: Schedule, solver, trim: fl
     ``reference`` endpoints, over every element of the samples kept: with ``trim > 0`` the
     ``trim`` fraction of samples with the largest errors is left out (samples near a
     boundary between modes can flip under any solver and then dominate the mean)."""
-    return _rmse(_sample_mse(model, noise, reference, schedule, solver), trim)
-
-
-def _sample_mse(model, noise, reference, schedule: Schedule, solver) -> np.ndarray:
-    """``(B,)`` mean squared error of each sample against the reference."""
     x = rbe_sample(model, noise, schedule, solver)
+    return _rmse(_mse(x, reference), trim)
+
+
+def _mse(x, reference) -> np.ndarray:
+    """``(B,)`` mean squared error of each sample against the reference."""
     d = (x.astype(jnp.float32) - reference.astype(jnp.float32)).reshape(x.shape[0], -1)
     return np.asarray(jnp.mean(d**2, axis=1), np.float64)
 
@@ -63,12 +62,28 @@ def _rmse(mse: np.ndarray, trim: float) -> float:
 
 
 def _on_grid(grid: NoiseSchedule, schedule: Schedule) -> np.ndarray:
-    """A schedule's points as indices of ``grid`` (by training timestep)."""
-    ts = np.asarray(schedule.timesteps)
-    pos = np.searchsorted(grid.timesteps, ts[:-1])
-    if np.any(pos >= grid.K) or np.any(grid.timesteps[np.minimum(pos, grid.K - 1)] != ts[:-1]):
-        raise ValueError(f"candidate schedule ({schedule.method}) has timesteps that are not on the grid")
-    return np.append(pos, -1)
+    """A schedule's points as indices of ``grid`` (its points must be grid points)."""
+    if schedule.meta.noise_schedule is not None and schedule.noise_schedule.process != grid.process:
+        raise ValueError(f"candidate schedule ({schedule.method}) belongs to another noise process")
+    lam = np.asarray(schedule.lam, np.float64)[:-1]
+    glam = grid.log_snr
+    pos = np.searchsorted(-glam, -lam)  # glam decreases with the index
+    posc = np.minimum(pos, grid.K - 1)
+    if np.any(pos >= grid.K) or np.any(glam[posc] != lam):
+        raise ValueError(f"candidate schedule ({schedule.method}) has points that are not on the grid")
+    return np.append(posc, -1)
+
+
+def _valid_kinds(grid: NoiseSchedule) -> tuple[str, ...]:
+    """The baseline kinds that apply to ``grid``'s process."""
+    kinds = []
+    for kind in BASELINES:
+        try:
+            baseline_schedule(grid, 1, kind)
+        except ValueError:
+            continue
+        kinds.append(kind)
+    return tuple(kinds)
 
 
 def _move_sizes(K: int) -> list[int]:
@@ -88,7 +103,7 @@ def optimize_schedule(
     *,
     reference: jax.Array | None = None,
     reference_steps: int | None = None,
-    candidates: Sequence[str] = ("uniform", "quadratic", "logsnr", "karras"),
+    candidates: Sequence[str] | None = None,
     powers: Sequence[float] = (1.5, 2.5, 3.0),
     extra_candidates: Sequence[Schedule] = (),
     local_dp: bool = True,
@@ -116,9 +131,9 @@ def optimize_schedule(
        repeat a size up to ``max_sweeps`` times while it helps.
 
     Args:
-      model: ``model(x, t) -> eps``.
+      model: the model (see :func:`rbe_jax.rbe_sample`).
       grid: the noise schedule whose points the steps may use (``K`` points).
-      noise: ``(B, ...)`` calibration noise at grid point ``K - 1``.  Per-sample errors are
+      noise: ``(B, ...)`` standard-normal calibration noise.  Per-sample errors are
         heavy-tailed, so with a small ``B`` the choice of start and of each move rests on a
         few samples: use hundreds (the CLI's default is 256) and check the result on fresh
         noise.
@@ -126,7 +141,9 @@ def optimize_schedule(
       solver: the solver the schedule is made for (a name or :class:`Solver`).
       reference: ``(B, ...)`` accurate endpoints of ``noise`` (skips the reference solve).
       reference_steps: steps of the reference solve (default ``min(K, 500)``).
-      candidates: baseline kinds to start from (see :data:`rbe_jax.BASELINES`).
+      candidates: baseline kinds to start from (see :data:`rbe_jax.BASELINES`; default every
+        kind that applies to the process), each placed in continuous time and moved to the
+        nearest grid points.
       powers: further starts ``(K - 1)(1 - i / nfe)^p`` for each ``p`` (1 is uniform, 2
         quadratic): a one-parameter family between them and beyond.
       extra_candidates: further schedules to start from (in ``info["candidates"]`` under
@@ -162,8 +179,8 @@ def optimize_schedule(
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     nfe = check_nfe(nfe, grid.K)
     solver = get_solver(solver)
-    noise = check_noise(noise)
-    model = place_model(prepare_model(model), noise)
+    model, noise, _ = prepare_sampling(model, noise, grid_schedule(grid, 1))
+    candidates = _valid_kinds(grid) if candidates is None else tuple(candidates)
     unknown = [c for c in candidates if c not in BASELINES]
     if unknown:
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {sorted(BASELINES)}")
@@ -185,6 +202,7 @@ def optimize_schedule(
         evals += steps * B
         if reference is None:
             reference, ref_steps = kept[2], steps
+    cdt = compute_dtype(noise.dtype)
 
     half = B // 2
 
@@ -193,12 +211,13 @@ def optimize_schedule(
         applied, and the untrimmed RMSE of the whole batch."""
         nonlocal evals
         evals += nfe * B
-        mse = _sample_mse(model, noise, reference, Schedule.from_indices(grid, idx), solver)
+        pts = schedule_points(Schedule.from_indices(grid, idx), cdt)
+        mse = _mse(_scan_jit(model, noise, pts, solver).x, reference)
         return _rmse(mse, trim), _rmse(mse[:half], trim), _rmse(mse[half:], trim), _rmse(mse, 0.0)
 
-    starts = {kind: np.asarray(baseline_schedule(grid, nfe, kind).indices, np.int64) for kind in candidates}
+    starts = {kind: grid_indices(grid, baseline_schedule(grid, nfe, kind).lam) for kind in candidates}
     for p in powers:
-        starts[f"power{p:g}"] = strictly_decreasing_path((grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe) ** p, grid.K)
+        starts[f"power{p:g}"] = np.asarray(grid_schedule(grid, nfe, p).indices, np.int64)
     if local_dp:
         dp = local_error_schedule(model, grid, noise, nfe, kept=kept)
         starts["local_dp"] = np.asarray(dp.indices, np.int64)

@@ -9,54 +9,95 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import check_noise, compute_dtype, nonfinite_rows, place_model, raise_nonfinite
-from .models import call_model, prepare_model
-from .schedule import Schedule
+from .models import X0_AT_PURE_NOISE, Prediction, as_denoiser
+from .noise import Point
+from .schedule import Schedule, schedule_points
 from .solvers import Solver, StepTimes, get_solver
 
-__all__ = ["rbe_sample", "schedule_step_times"]
+__all__ = ["rbe_sample", "step_times", "prepare_sampling"]
 
 
 class _Carry(NamedTuple):
     x: jax.Array  # (B, ...) in the noise's dtype
     solver_state: Any
-    bad_step: jax.Array  # (B,) int32 first step with a non-finite eps or update; -1: none
+    bad_step: jax.Array  # (B,) int32 first step with a non-finite prediction or update; -1: none
+    kept: jax.Array  # (n_kept, B, ...) states kept before chosen steps (n_kept may be 0)
 
 
-def schedule_step_times(schedule: Schedule, dtype) -> StepTimes:
-    """The ``(m,)``-stacked :class:`StepTimes` of a schedule, cast once to ``dtype``."""
-    a, s, lam = (jnp.asarray(v, dtype) for v in (schedule.alpha, schedule.sigma, schedule.log_snr))
-    m = np.shape(schedule.indices)[0] - 1
+def step_times(pts: Point) -> StepTimes:
+    """The ``(m,)``-stacked :class:`StepTimes` of a schedule's ``(m + 1,)`` points."""
+    m = pts.lam.shape[0] - 1
     return StepTimes(
-        t=jnp.asarray(schedule.timesteps, jnp.int32)[:-1],
-        alpha=a[:-1],
-        sigma=s[:-1],
-        lam=lam[:-1],
-        alpha_next=a[1:],
-        sigma_next=s[1:],
-        lam_next=lam[1:],
+        alpha=pts.alpha[:-1],
+        sigma=pts.sigma[:-1],
+        lam=pts.lam[:-1],
+        alpha_next=pts.alpha[1:],
+        sigma_next=pts.sigma[1:],
+        lam_next=pts.lam[1:],
         remaining=jnp.arange(m - 1, -1, -1, dtype=jnp.int32),
     )
 
 
-def _scan(model, noise: jax.Array, times: StepTimes, solver: Solver) -> _Carry:
+def _start(model, noise: jax.Array, pts: Point) -> jax.Array:
+    """Standard-normal ``noise`` scaled to the process's prior at the first point (VP
+    models: the noise itself; see :meth:`rbe_jax.NoiseSchedule.prior_std`)."""
+    if model.process.family == "vp":
+        return noise
+    return (noise.astype(pts.sigma.dtype) * pts.sigma[0]).astype(noise.dtype)
+
+
+def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array | None = None, n_kept: int = 0) -> _Carry:
+    """The sampler: ``model`` in the internal form, ``pts`` the schedule's points in the
+    compute dtype.  With ``n_kept > 0`` the state before step ``i`` is kept in
+    ``kept[slots[i]]`` (``slots[i] = -1``: not kept)."""
     B = noise.shape[0]
     cdt = compute_dtype(noise.dtype)
+    m = pts.lam.shape[0] - 1
+    x = _start(model, noise, pts)
+    here = Point(*(v[:-1] for v in pts))
+    slots = jnp.full((m,), -1, jnp.int32) if slots is None else slots
 
     def body(c: _Carry, inp):
-        i, st = inp
-        eps = call_model(model, c.x, jnp.full((B,), st.t, jnp.int32))
-        x_next, state = solver.step(c.solver_state, c.x.astype(cdt), eps.astype(cdt), st)
-        bad = nonfinite_rows(eps) | nonfinite_rows(x_next)
+        i, st, pt, slot = inp
+        kept = c.kept
+        if n_kept:
+            at = jnp.maximum(slot, 0)
+            kept = jax.lax.dynamic_update_index_in_dim(kept, jnp.where(slot >= 0, c.x, kept[at]), at, 0)
+        pred = model(c.x, pt)
+        x0 = pred.x0.astype(cdt)
+        x_next, state = solver.step(c.solver_state, c.x.astype(cdt), Prediction(eps=pred.eps, x0=x0), st)
+        bad = nonfinite_rows(x0) | nonfinite_rows(x_next)
         bad_step = jnp.where((c.bad_step < 0) & bad, i, c.bad_step)
-        return _Carry(x_next.astype(noise.dtype), state, bad_step), None
+        return _Carry(x_next.astype(noise.dtype), state, bad_step, kept), None
 
-    init = _Carry(noise, solver.init(noise.astype(cdt)), jnp.full((B,), -1, jnp.int32))
-    steps = jnp.arange(times.t.shape[0], dtype=jnp.int32)
-    out, _ = jax.lax.scan(body, init, (steps, times))
+    init = _Carry(x, solver.init(x.astype(cdt)), jnp.full((B,), -1, jnp.int32), jnp.zeros((n_kept, *noise.shape), noise.dtype))
+    out, _ = jax.lax.scan(body, init, (jnp.arange(m, dtype=jnp.int32), step_times(pts), here, slots))
     return out
 
 
-_scan_jit = jax.jit(_scan)
+_scan_jit = jax.jit(_scan, static_argnames=("n_kept",))
+
+
+def prepare_sampling(model, noise, schedule: Schedule):
+    """The public edge of every sampling entry point: ``(model in the internal form, placed
+    next to the noise; the checked noise; the schedule's points in the compute dtype)``.
+
+    Raises:
+      TypeError, ValueError: a bad schedule, noise or model (a model that cannot start from
+        the schedule's pure-noise first point, one wrapped for another noise process).
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be an rbe_jax.Schedule, got {type(schedule).__name__}")
+    noise = check_noise(noise)
+    den = as_denoiser(model, schedule.noise_schedule)
+    lam = schedule.lam
+    if not isinstance(lam, jax.core.Tracer) and np.isneginf(np.asarray(lam, np.float64)[0]) and den.prediction not in X0_AT_PURE_NOISE:
+        raise ValueError(
+            f"the schedule starts at pure noise (alpha = 0), where a {den.prediction!r} model gives no "
+            f"data prediction: use a model that predicts one of {X0_AT_PURE_NOISE} (as_model(..., prediction=...)) "
+            "or a schedule that starts below pure noise"
+        )
+    return place_model(den, noise), noise, schedule_points(schedule, compute_dtype(noise.dtype))
 
 
 def rbe_sample(
@@ -71,41 +112,47 @@ def rbe_sample(
 
     Inputs are validated on the host, then one module-level jitted ``lax.scan`` runs: an
     eager call compiles once per (noise shape and dtype, schedule length, solver, model
-    structure) and is then as fast as ``jax.jit(rbe_sample)``.  Both work as written:
-    ``jax.jit(rbe_sample)(model, noise, schedule)``.
+    structure), whatever the schedule's values and provenance.  ``jax.jit(rbe_sample)(model,
+    noise, schedule, solver)`` works as well (the schedule's metadata is then part of the
+    jit key, and its tables are computed inside the trace, in the compute dtype), and so does
+    ``jax.grad`` with respect to the model's parameters or the schedule's times.
 
-    The schedule's float64 tables (alpha, sigma, half-log-SNR) are cast once to the compute
-    dtype (float32, or wider when the noise is); the carried samples keep the noise's dtype
+    The schedule's tables (alpha, sigma, half-log-SNR, the model's time) are computed in
+    float64 on the host when its times are concrete and cast once to the compute dtype
+    (float32, or wider when the noise is); the carried samples keep the noise's dtype
     (bfloat16 and float16 noise and models work).
 
     Args:
-      model: ``model(x, t) -> eps``: a pytree model (an NNX module, :func:`rbe_jax.as_model`)
-        is a traced argument; any other callable (a plain or jitted function, a callable
-        object) is closed over, one compilation per object.
-      noise: ``(B, ...)`` samples at the schedule's first point (for schedules that start at
-        grid point ``K - 1``: standard normal noise).  It may be sharded over a ``Mesh``; the
-        output then has the same sharding, and a model whose arrays sit on other devices is
-        replicated onto the batch's devices first.
-      schedule: a :class:`Schedule` (RBE-calibrated or a baseline).
+      model: the model: a :class:`rbe_jax.models.Denoiser` from :func:`rbe_jax.as_model`
+        (any family and prediction), or any eps-prediction model ``model(x, t)`` of the
+        schedule's noise process.  A pytree model is a traced argument; any other callable
+        is closed over, one compilation per object.
+      noise: ``(B, ...)`` standard-normal noise, scaled to the process's prior inside
+        (``sigma_max z`` for VE and EDM, ``z`` for VP and flow models).  It may be sharded
+        over a ``Mesh``; the output then has the same sharding, and a model whose arrays sit
+        on other devices is replicated onto the batch's devices first.
+      schedule: a :class:`Schedule` of the model's noise process.
       solver: a :class:`rbe_jax.solvers.Solver` (``rbe_jax.dpmpp2m()``) or its name; under
         ``jax.jit`` pass the object, since a string is not a JAX type.
       check_finite: after sampling, raise ``FloatingPointError`` naming the first sample,
-        step, grid index and timestep where eps or a solver step was NaN/Inf.  It reads the
-        result on the host, so it needs a concrete (not traced) call.
+        step and point where the model's prediction or a solver step was NaN/Inf.  It reads
+        the result on the host, so it needs a concrete (not traced) call.
     Returns:
-      ``(B, ...)`` samples at clean data, in the noise's dtype.
+      ``(B, ...)`` clean samples (sigma = 0), in the noise's dtype.
     """
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be an rbe_jax.Schedule, got {type(schedule).__name__}")
     solver = get_solver(solver)
-    noise = check_noise(noise)
-    model = place_model(prepare_model(model), noise)
-    times = schedule_step_times(schedule, compute_dtype(noise.dtype))
-    out = _scan_jit(model, noise, times, solver)
+    den, noise, pts = prepare_sampling(model, noise, schedule)
+    out = _scan_jit(den, noise, pts, solver)
     if check_finite:
-        if isinstance(out.bad_step, jax.core.Tracer):
+        if isinstance(out.bad_step, jax.core.Tracer) or isinstance(schedule.lam, jax.core.Tracer):
             raise ValueError("check_finite=True reads the result on the host: call rbe_sample outside jax.jit")
         bad = np.asarray(out.bad_step)
-        at = np.maximum(bad, 0)
-        raise_nonfinite("sampling", bad, np.asarray(schedule.indices)[at], np.asarray(schedule.timesteps)[at])
+        raise_nonfinite("sampling", bad, lambda b: _where(schedule, int(bad[b])))
     return out.x
+
+
+def _where(schedule: Schedule, step: int) -> str:
+    """Where step ``step`` of ``schedule`` evaluates the model, for error messages."""
+    lam = float(np.asarray(schedule.lam)[step])
+    grid = "" if schedule.indices is None else f"grid index {int(schedule.indices[step])}, "
+    return f"{grid}lambda {lam:.5g} (model time {schedule.model_times[step]:.6g})"

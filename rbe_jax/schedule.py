@@ -1,164 +1,167 @@
-"""Fixed time schedules: the :class:`Schedule` pytree, its JSON form, and baselines.
+"""Fixed time schedules: the :class:`Schedule` pytree, its JSON form, and the baselines.
 
-A schedule of ``m`` steps is a strictly decreasing path of grid indices
-``n_0 > n_1 > ... > n_m = -1`` (``-1`` = clean data) together with the matching
-original timesteps and alpha-bar values.  Sampling on it costs exactly ``m`` model
-evaluations, whatever the solver.
+A schedule of ``m`` steps is a strictly increasing array of ``m + 1`` half-log-SNR values
+``lam_0 < lam_1 < ... < lam_m = +inf`` (``+inf``: clean data; ``lam_0`` may be ``-inf``, pure
+noise, for flow models and zero-terminal-SNR tables) on one noise process.  Sampling on it
+costs exactly ``m`` model evaluations, whatever the solver.  The times are the schedule's
+only array (a float pytree leaf): schedules are differentiable with respect to them, and
+``Schedule.from_lambdas`` accepts traced values.  A schedule made on a grid (RBE, the
+discrete searches) also records its grid indices.
+
+The baselines are placed in continuous time (:func:`baseline_schedule`): evenly in the model's
+own time (``uniform``), quadratically in it (``quadratic``), evenly in half-log-SNR
+(``logsnr``), EDM's ``karras`` spacing and the SD3 ``shift`` of flow models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from ._io import read_json, write_json
-from .noise import NoiseSchedule
+from .noise import NoiseSchedule, Point, _TableProcess
 
-__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError", "step_tables"]
+__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError", "schedule_points"]
 
 FORMAT = "rbe_jax.schedule"
-VERSION = 1
+VERSION = 2
+LAM_TOL = 1e-9  # how far outside the process's lambda range a point may sit (rounding)
 
 
 class ScheduleError(ValueError):
-    """A schedule is malformed or does not belong to the grid it is used with."""
+    """A schedule is malformed or does not belong to the noise schedule it is used with."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleMeta:
-    """Descriptive metadata of a :class:`Schedule` (compares by value).
+    """Descriptive metadata of a :class:`Schedule`: static, compared and hashed by value, so
+    it survives ``jax.jit`` as it is (schedules of other provenance are other jit keys).
 
     Attributes:
       method: how the schedule was made: ``"rbe"``, ``"uniform"``, ``"quadratic"``,
-        ``"logsnr"``, ``"karras"``, ``"optimized"`` or ``"custom"``.
-      K: number of grid points; T: the model's training steps.
-      grid_fingerprint: :attr:`NoiseSchedule.fingerprint` of the grid.
-      tau: the threshold of the RBE rule (backward error, or local error with
-        ``info["rule"] == "local_error"``), else ``None``.
-      info: free-form JSON-able details (calibration statistics, ...).
+        ``"logsnr"``, ``"karras"``, ``"shift"``, ``"optimized"``, ``"local_dp"`` or
+        ``"custom"``.
+      noise_schedule: the :class:`NoiseSchedule` (process and grid) it was made on; ``None``
+        for a version-1 file loaded without one.
+      K, T: grid points and the length of the full grid; grid_fingerprint: the grid's.
+      indices: grid indices ``(m + 1,)`` (``-1`` = clean data) of a schedule made on the
+        grid, else ``None``.
+      tau: the threshold of the RBE rule, else ``None``.
+      info_json: free-form details (calibration statistics, ...) as canonical JSON; read
+        them as :attr:`info`.
+      host: the times at construction and their float64 tables ``(lam, Point...)``, as
+        tuples: under ``jax.jit`` a sampler uses them for the forward values (the same
+        numbers as an eager call) and differentiates the traced times (see
+        :func:`schedule_points`); ``None`` for traced times.
     """
 
     method: str
+    noise_schedule: NoiseSchedule | None
     K: int
     T: int
     grid_fingerprint: str
+    indices: tuple[int, ...] | None = None
     tau: float | None = None
-    info: dict = dataclasses.field(default_factory=dict, hash=False)
+    info_json: str = "{}"
+    host: tuple | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def info(self) -> dict:
+        """A fresh dict of :attr:`info_json`."""
+        return json.loads(self.info_json)
 
 
-class _Untraced:
-    """Carries a value through pytree operations without ever keying a jit cache: every
-    instance compares equal.  The value itself is never read inside traced code."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, _Untraced)
-
-    def __hash__(self):
-        return hash(_Untraced)
+def _info_json(info: dict | None) -> str:
+    try:
+        return json.dumps(dict(info or {}), sort_keys=True)
+    except TypeError as e:
+        raise TypeError(f"schedule info must be JSON-serialisable: {e}") from None
 
 
-def step_tables(alpha_bar) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(alpha, sigma, lambda)`` from alpha-bar in float64 on the host:
-    ``alpha = sqrt(abar)``, ``sigma = sqrt(1 - abar)``, ``lambda = log(alpha / sigma)`` (the
-    half-log-SNR; ``+inf`` at clean data).  Solvers read these instead of recomputing them
-    from alpha-bar in the samples' (possibly low) precision."""
-    ab = np.asarray(alpha_bar, np.float64)
-    alpha, sigma = np.sqrt(ab), np.sqrt(np.maximum(1.0 - ab, 0.0))
-    with np.errstate(divide="ignore"):
-        lam = np.log(alpha) - np.log(sigma)
-    return alpha, sigma, lam
+def _host(ns: NoiseSchedule | None, lam) -> tuple | None:
+    """``(lam, *Point)`` of concrete times, as tuples of floats (see :attr:`ScheduleMeta.host`)."""
+    if ns is None or isinstance(lam, jax.core.Tracer):
+        return None
+    lam = np.asarray(lam, np.float64)
+    return tuple(tuple(float(v) for v in np.broadcast_to(a, lam.shape)) for a in (lam, *ns.points(lam)))
+
+
+def _meta(ns: NoiseSchedule, method: str, lam, indices=None, tau=None, info=None) -> ScheduleMeta:
+    return ScheduleMeta(
+        method=str(method),
+        noise_schedule=ns,
+        K=ns.K,
+        T=ns.num_train_timesteps,
+        grid_fingerprint=ns.fingerprint,
+        indices=None if indices is None else tuple(int(i) for i in indices),
+        tau=None if tau is None else float(tau),
+        info_json=_info_json(info),
+        host=_host(ns, lam),
+    )
 
 
 class Schedule(struct.PyTreeNode, eq=False):
     """An immutable fixed schedule of ``m`` steps (a pytree).
 
-    Build one with :meth:`from_indices`, :func:`baseline_schedule`, :func:`rbe_jax.calibrate`
-    or :meth:`load`.
+    Build one with :func:`baseline_schedule`, :meth:`from_lambdas`, :meth:`from_times`,
+    :meth:`from_indices`, :func:`rbe_jax.calibrate`, :func:`rbe_jax.optimize_schedule` or
+    :meth:`load`.
 
-    Attributes (the pytree leaves, each ``(m + 1,)``):
-      indices: int32 grid indices, strictly decreasing, ending at ``-1`` (clean data).
-      timesteps: int32 original training timesteps (``-1`` for clean data).
-      alpha_bar: float64 alpha-bar, strictly increasing, ending at ``1``.
-      alpha, sigma, log_snr: float64 ``sqrt(abar)``, ``sqrt(1 - abar)`` and half-log-SNR
-        (see :func:`step_tables`), computed on the host when the schedule is made.
-    Metadata: :attr:`meta`, a :class:`ScheduleMeta`.  It travels with the pytree but is
-    never part of a jit cache key: schedules of one length share one compilation whatever
-    their method or provenance.  Two schedules are ``==`` when their metadata and indices
-    are equal.
+    Attributes:
+      lam: ``(m + 1,)`` half-log-SNR of the points, strictly increasing, ending at ``+inf``
+        (the only pytree leaf; float64 on the host, traced under jit or grad).
+      meta: :class:`ScheduleMeta` (static).
+    Two schedules are ``==`` when their metadata and times are equal.
     """
 
-    indices: Any
-    timesteps: Any
-    alpha_bar: Any
-    alpha: Any
-    sigma: Any
-    log_snr: Any
-    meta_box: _Untraced = struct.field(pytree_node=False)
-
-    @classmethod
-    def create(cls, indices, timesteps, alpha_bar, meta: ScheduleMeta) -> "Schedule":
-        """A schedule from its index, timestep and alpha-bar paths (not validated; see
-        :meth:`validate`); the float64 step tables are derived from ``alpha_bar``."""
-        alpha_bar = np.asarray(alpha_bar, np.float64)
-        return cls(indices, timesteps, alpha_bar, *step_tables(alpha_bar), _Untraced(meta))
-
-    @property
-    def meta(self) -> ScheduleMeta:
-        return self.meta_box.value
-
-    def __eq__(self, other):
-        if not isinstance(other, Schedule):
-            return NotImplemented
-        return self.meta == other.meta and np.array_equal(np.asarray(self.indices), np.asarray(other.indices))
-
-    __hash__ = None
+    lam: Any
+    meta: ScheduleMeta = struct.field(pytree_node=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_indices(
-        cls,
-        grid: NoiseSchedule,
-        indices,
-        *,
-        method: str = "custom",
-        tau: float | None = None,
-        info: dict | None = None,
-    ) -> "Schedule":
-        """A schedule from a path of grid indices ``(m + 1,)`` that ends at ``-1``."""
-        if not isinstance(grid, NoiseSchedule):
-            raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    def from_lambdas(cls, noise_schedule: NoiseSchedule, lam, *, method: str = "custom", tau=None, info=None) -> "Schedule":
+        """A schedule from its half-log-SNR values ``(m + 1,)`` (the last ``+inf``).  A traced
+        ``lam`` (inside ``jax.grad``, say) is taken as is; a concrete one is validated."""
+        _check_ns(noise_schedule)
+        if not isinstance(lam, jax.core.Tracer):
+            lam = np.asarray(lam, np.float64)
+        s = cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))
+        return s if isinstance(lam, jax.core.Tracer) else s.validate()
+
+    @classmethod
+    def from_times(cls, noise_schedule: NoiseSchedule, times, *, method: str = "custom", info=None) -> "Schedule":
+        """A schedule from the model's own times of its ``m`` evaluation points, noisiest
+        first (training timesteps, ``t``, EDM's sigmas, flow ``t``); clean data is appended."""
+        _check_ns(noise_schedule)
+        t = np.asarray(times, np.float64)
+        if t.ndim != 1 or t.size < 1:
+            raise ScheduleError(f"times must be a 1-D array of at least one time, got shape {t.shape}")
+        return cls.from_lambdas(noise_schedule, np.append(noise_schedule.lam_of_time(t), np.inf), method=method, info=info)
+
+    @classmethod
+    def from_indices(cls, grid: NoiseSchedule, indices, *, method: str = "custom", tau=None, info=None) -> "Schedule":
+        """A schedule on ``grid`` from a path of grid indices ``(m + 1,)`` ending at ``-1``."""
+        _check_ns(grid, "grid")
         idx = np.asarray(indices)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
             raise ScheduleError(f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}")
         _check_indices(idx, grid.K)
-        idx = idx.astype(np.int32)
-        ts = np.where(idx >= 0, grid.timesteps[np.maximum(idx, 0)], -1).astype(np.int32)
-        ab = grid.alpha_bar_ext[idx + 1]
-        meta = ScheduleMeta(
-            method=method,
-            K=grid.K,
-            T=grid.num_train_timesteps,
-            grid_fingerprint=grid.fingerprint,
-            tau=None if tau is None else float(tau),
-            info=dict(info or {}),
-        )
-        return cls.create(idx, ts, ab, meta)
+        lam = np.append(grid.log_snr[idx[:-1]], np.inf)
+        return cls(lam, _meta(grid, method, lam, indices=idx, tau=tau, info=info)).validate()
 
     # ------------------------------------------------------------------ properties
     @property
     def nfe(self) -> int:
         """Number of steps (= model evaluations)."""
-        return int(np.shape(self.indices)[0]) - 1
+        return int(np.shape(self.lam)[0]) - 1
 
     @property
     def method(self) -> str:
@@ -172,115 +175,259 @@ class Schedule(struct.PyTreeNode, eq=False):
     def info(self) -> dict:
         return self.meta.info
 
+    @property
+    def noise_schedule(self) -> NoiseSchedule:
+        """The noise schedule it was made on (raises for a version-1 file loaded without one)."""
+        ns = self.meta.noise_schedule
+        if ns is None:
+            raise ScheduleError(
+                f"this schedule (made for grid {self.meta.grid_fingerprint}, K={self.meta.K}, T={self.meta.T}) "
+                "was loaded without its noise schedule: Schedule.load(path, noise_schedule)"
+            )
+        return ns
+
+    @property
+    def indices(self) -> np.ndarray | None:
+        """``(m + 1,)`` int32 grid indices (``-1`` = clean data), or ``None`` off the grid."""
+        return None if self.meta.indices is None else np.asarray(self.meta.indices, np.int32)
+
+    def _host_lam(self) -> np.ndarray:
+        if isinstance(self.lam, jax.core.Tracer):
+            raise ScheduleError("this schedule's times are traced: read them outside jax.jit / jax.grad")
+        return np.asarray(self.lam, np.float64)
+
+    def points(self) -> Point:
+        """Host float64 :class:`rbe_jax.noise.Point` of every point (``(m + 1,)`` each)."""
+        return self.noise_schedule.points(self._host_lam())
+
+    @property
+    def alpha_bar(self) -> np.ndarray:
+        """``(m + 1,)`` VP alpha-bar ``sigmoid(2 lam)`` (1 at clean data)."""
+        if self.meta.indices is not None and self.meta.noise_schedule is not None:
+            return self.noise_schedule.alpha_bar_ext[self.indices + 1]
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-2.0 * self._host_lam()))
+
+    @property
+    def model_times(self) -> np.ndarray:
+        """``(m,)`` the model's own time input at each evaluation point."""
+        return np.asarray(self.points().t[:-1], np.float64)
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        """``(m + 1,)`` :attr:`model_times` with ``-1`` for clean data (as earlier versions)."""
+        return np.append(self.model_times, -1.0)
+
+    def __eq__(self, other):
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return self.meta == other.meta and np.array_equal(np.asarray(self.lam), np.asarray(other.lam))
+
+    __hash__ = None
+
     def __repr__(self):
-        idx = np.asarray(self.indices).tolist() if not isinstance(self.indices, jax.core.Tracer) else "<traced>"
+        lam = "<traced>" if isinstance(self.lam, jax.core.Tracer) else np.round(np.asarray(self.lam, np.float64), 4).tolist()
         tau = "" if self.meta.tau is None else f", tau={self.meta.tau:.4g}"
-        return f"Schedule(method={self.meta.method!r}, nfe={self.nfe}, K={self.meta.K}{tau}, indices={idx})"
+        where = "" if self.meta.indices is None else f", indices={list(self.meta.indices)}"
+        return f"Schedule(method={self.meta.method!r}, nfe={self.nfe}{tau}, lam={lam}{where})"
 
     # ------------------------------------------------------------------ validation
-    def validate(self, grid: NoiseSchedule | None = None) -> "Schedule":
-        """Checks the schedule (and, with ``grid``, that it belongs to that grid).
+    def validate(self, noise_schedule: NoiseSchedule | None = None) -> "Schedule":
+        """Checks the schedule and, with ``noise_schedule``, that it belongs to it: a schedule
+        on a grid to that grid, any other to its process.
 
         Raises:
           ScheduleError: naming the problem.
         Returns:
           ``self``, for chaining.
         """
-        idx = np.asarray(self.indices)
-        _check_indices(idx, self.meta.K)
-        ab = np.asarray(self.alpha_bar, np.float64)
-        ts = np.asarray(self.timesteps)
-        if ab.shape != idx.shape or ts.shape != idx.shape:
+        lam = self._host_lam()
+        if lam.ndim != 1 or lam.size < 2:
+            raise ScheduleError(f"a schedule needs at least one step (2 points), got shape {lam.shape}")
+        if np.any(np.isnan(lam)):
+            raise ScheduleError("the schedule's times contain NaN")
+        if not np.isposinf(lam[-1]):
+            raise ScheduleError(f"a schedule must end at clean data (lambda = +inf), it ends at {lam[-1]!r}")
+        d = np.diff(lam)
+        if np.any(~(d > 0)):
+            i = int(np.argmax(~(d > 0)))
             raise ScheduleError(
-                f"indices {idx.shape}, timesteps {ts.shape} and alpha_bar {ab.shape} must have one length"
+                f"times must be strictly increasing in half-log-SNR (noise -> data): point {i + 1} "
+                f"(lambda {lam[i + 1]!r}) is not after point {i} ({lam[i]!r})"
             )
-        if ab[-1] != 1.0 or ts[-1] != -1:
-            raise ScheduleError("a schedule must end at clean data (alpha_bar 1, timestep -1)")
-        if np.any(np.diff(ab) <= 0) or np.any(ab <= 0):
-            raise ScheduleError("alpha_bar must be positive and strictly increasing toward clean data")
-        if grid is not None:
-            if grid.fingerprint != self.meta.grid_fingerprint:
+        if self.meta.indices is not None:
+            _check_indices(np.asarray(self.meta.indices), self.meta.K)
+        ns = self.meta.noise_schedule
+        if ns is not None:
+            lo, hi = ns.lam_range
+            inner = lam[:-1]
+            if np.any(inner < lo - LAM_TOL) or np.any(inner > hi + LAM_TOL) or (np.isneginf(inner).any() and lo > -np.inf):
                 raise ScheduleError(
-                    f"this schedule was made for grid {self.meta.grid_fingerprint} "
-                    f"(K={self.meta.K}, T={self.meta.T}), not for grid {grid.fingerprint} "
-                    f"(K={grid.K}, T={grid.num_train_timesteps})"
+                    f"points must lie in the noise process's range lambda in [{lo:.6g}, {hi:.6g}], "
+                    f"got [{inner.min():.6g}, {inner.max():.6g}]"
                 )
-            want = grid.alpha_bar_ext[idx + 1]
-            if not np.allclose(ab, want, rtol=1e-9, atol=0):
-                raise ScheduleError("alpha_bar does not match the grid at the schedule's indices")
-            want_t = np.where(idx >= 0, grid.timesteps[np.maximum(idx, 0)], -1)
-            if not np.array_equal(ts, want_t):
-                raise ScheduleError("timesteps do not match the grid at the schedule's indices")
+        if noise_schedule is not None:
+            self._check_belongs(noise_schedule)
         return self
+
+    def _check_belongs(self, ns: NoiseSchedule) -> None:
+        m = self.meta
+        if m.indices is not None:
+            if ns.fingerprint != m.grid_fingerprint:
+                raise ScheduleError(
+                    f"this schedule was made for grid {m.grid_fingerprint} (K={m.K}, T={m.T}), "
+                    f"not for grid {ns.fingerprint} (K={ns.K}, T={ns.num_train_timesteps})"
+                )
+            want = np.append(ns.log_snr[np.asarray(m.indices)[:-1]], np.inf)
+            if not np.array_equal(want, self._host_lam()):
+                raise ScheduleError("the schedule's times do not match the grid at its indices")
+        elif m.noise_schedule is not None and m.noise_schedule.process != ns.process:
+            raise ScheduleError(f"this schedule was made for noise process {m.noise_schedule.describe()}, not for {ns.describe()}")
+
+    def on(self, noise_schedule: NoiseSchedule) -> "Schedule":
+        """This schedule, checked against ``noise_schedule`` and attached to it (for a file
+        loaded without one)."""
+        if self.meta.noise_schedule is None:
+            if self.meta.grid_fingerprint != noise_schedule.fingerprint:
+                raise ScheduleError(
+                    f"this schedule was made for grid {self.meta.grid_fingerprint} (K={self.meta.K}, T={self.meta.T}), "
+                    f"not for grid {noise_schedule.fingerprint} (K={noise_schedule.K}, T={noise_schedule.num_train_timesteps})"
+                )
+            meta = dataclasses.replace(self.meta, noise_schedule=noise_schedule, host=_host(noise_schedule, self.lam))
+            return Schedule(self.lam, meta).validate(noise_schedule)
+        return self.validate(noise_schedule)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return {
+        m = self.meta
+        ns = self.noise_schedule
+        out = {
             "format": FORMAT,
             "version": VERSION,
-            "method": self.meta.method,
+            "method": m.method,
             "nfe": self.nfe,
-            "K": self.meta.K,
-            "T": self.meta.T,
-            "grid_fingerprint": self.meta.grid_fingerprint,
-            "tau": self.meta.tau,
-            "indices": [int(v) for v in np.asarray(self.indices)],
-            "timesteps": [int(v) for v in np.asarray(self.timesteps)],
-            "alpha_bar": [float(v) for v in np.asarray(self.alpha_bar, np.float64)],
-            "info": self.meta.info,
+            "noise_process": ns.spec(),
+            "grid": {"K": m.K, "N": m.T, "fingerprint": m.grid_fingerprint, "origin": _origin(ns)},
+            "log_snr": [_num(v) for v in self._host_lam()],
+            "model_times": [float(v) for v in self.model_times],
+            "indices": None if m.indices is None else list(m.indices),
+            "tau": m.tau,
+            "info": m.info,
         }
+        return out
 
     def save(self, path) -> Path:
         """Writes readable JSON (atomically: temporary file, then rename)."""
         return write_json(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict, grid: NoiseSchedule | None = None, *, source: str = "schedule") -> "Schedule":
+    def from_dict(cls, d: dict, noise_schedule: NoiseSchedule | None = None, *, source: str = "schedule") -> "Schedule":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ScheduleError(f"{source}: not an rbe_jax schedule (missing 'format': {FORMAT!r})")
-        if d.get("version") != VERSION:
-            raise ScheduleError(f"{source}: unsupported schedule version {d.get('version')!r}")
-        required = ("method", "K", "T", "grid_fingerprint", "indices", "timesteps", "alpha_bar")
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ScheduleError(f"{source}: missing fields {missing}")
+        version = d.get("version")
+        if version not in (1, VERSION):
+            raise ScheduleError(f"{source}: unsupported schedule version {version!r}")
         try:
-            idx = np.asarray(d["indices"], dtype=np.int64)
-            ts = np.asarray(d["timesteps"], dtype=np.int64)
-            ab = np.asarray(d["alpha_bar"], dtype=np.float64)
-            meta = ScheduleMeta(
-                method=str(d["method"]),
-                K=int(d["K"]),
-                T=int(d["T"]),
-                grid_fingerprint=str(d["grid_fingerprint"]),
-                tau=None if d.get("tau") is None else float(d["tau"]),
-                info=dict(d.get("info") or {}),
-            )
-        except (TypeError, ValueError) as e:
-            raise ScheduleError(f"{source}: malformed field: {e}") from e
-        if "nfe" in d and int(d["nfe"]) != idx.size - 1:
-            raise ScheduleError(f"{source}: 'nfe' is {d['nfe']} but indices describe {idx.size - 1} steps")
-        sched = cls.create(idx.astype(np.int32), ts.astype(np.int32), ab, meta)
-        try:
-            return sched.validate(grid)
+            sched = (_from_v1 if version == 1 else _from_v2)(cls, d, noise_schedule)
+            if noise_schedule is not None:
+                sched = sched.on(noise_schedule)
+            return sched.validate()
         except ScheduleError as e:
             raise ScheduleError(f"{source}: {e}") from None
 
     @classmethod
-    def load(cls, path, grid: NoiseSchedule | None = None) -> "Schedule":
-        """Reads and validates a schedule written by :meth:`save`.
+    def load(cls, path, noise_schedule: NoiseSchedule | None = None) -> "Schedule":
+        """Reads and validates a schedule written by :meth:`save` (or by an earlier version).
 
         Args:
           path: the JSON file.
-          grid: if given, the schedule must have been made for this grid (fingerprint,
-            alpha-bar and timesteps are checked).
+          noise_schedule: the noise schedule to check it against (its grid for a schedule
+            on a grid, else its process).  Needed to sample with a schedule whose process
+            the file cannot rebuild (a custom table, a version-1 file).
         Raises:
           FileNotFoundError, ScheduleError: naming the path and the problem.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"schedule file not found: {path}")
-        return cls.from_dict(read_json(path, ScheduleError), grid, source=str(path))
+        return cls.from_dict(read_json(path, ScheduleError), noise_schedule, source=str(path))
+
+
+def _num(v: float):
+    """A float for JSON: infinities as the strings ``"inf"`` / ``"-inf"`` (JSON has none)."""
+    return float(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+
+
+def _origin(ns: NoiseSchedule) -> dict | None:
+    """How to rebuild ``ns`` from its JSON: the constructor's arguments, when known."""
+    return ns.origin
+
+
+def _missing(d: dict, required) -> None:
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ScheduleError(f"missing fields {missing}")
+
+
+def _from_v1(cls, d: dict, ns: NoiseSchedule | None) -> "Schedule":
+    """A version-1 file (integer grid indices, timesteps and alpha-bar)."""
+    _missing(d, ("method", "K", "T", "grid_fingerprint", "indices", "timesteps", "alpha_bar"))
+    try:
+        idx = np.asarray(d["indices"], dtype=np.int64)
+        ab = np.asarray(d["alpha_bar"], dtype=np.float64)
+        K, T, fp = int(d["K"]), int(d["T"]), str(d["grid_fingerprint"])
+        tau = None if d.get("tau") is None else float(d["tau"])
+        info = dict(d.get("info") or {})
+    except (TypeError, ValueError) as e:
+        raise ScheduleError(f"malformed field: {e}") from None
+    if "nfe" in d and int(d["nfe"]) != idx.size - 1:
+        raise ScheduleError(f"'nfe' is {d['nfe']} but indices describe {idx.size - 1} steps")
+    _check_indices(idx, K)
+    if ab.shape != idx.shape or ab[-1] != 1.0 or np.any(np.diff(ab) <= 0) or np.any(ab <= 0):
+        raise ScheduleError("alpha_bar must be positive, strictly increasing and end at 1 (clean data)")
+    with np.errstate(divide="ignore"):
+        lam = 0.5 * (np.log(ab) - np.log1p(-ab))
+    meta = ScheduleMeta(method=str(d["method"]), noise_schedule=None, K=K, T=T, grid_fingerprint=fp, indices=tuple(int(i) for i in idx), tau=tau, info_json=_info_json(info))
+    sched = cls(lam, meta)
+    if ns is not None and ns.fingerprint == fp:
+        want = ns.alpha_bar_ext[idx + 1]
+        if not np.allclose(ab, want, rtol=1e-9, atol=0):
+            raise ScheduleError("alpha_bar does not match the grid at the schedule's indices")
+        lam = np.append(ns.log_snr[idx[:-1]], np.inf)
+        sched = Schedule(lam, dataclasses.replace(meta, noise_schedule=ns, host=_host(ns, lam)))
+    return sched
+
+
+def _from_v2(cls, d: dict, ns: NoiseSchedule | None) -> "Schedule":
+    _missing(d, ("method", "noise_process", "grid", "log_snr"))
+    try:
+        lam = np.asarray([float(v) for v in d["log_snr"]], np.float64)
+        g = d["grid"]
+        K, T, fp = int(g["K"]), int(g["N"]), str(g["fingerprint"])
+        idx = None if d.get("indices") is None else tuple(int(i) for i in d["indices"])
+        tau = None if d.get("tau") is None else float(d["tau"])
+        info = dict(d.get("info") or {})
+    except (TypeError, ValueError, KeyError) as e:
+        raise ScheduleError(f"malformed field: {e}") from None
+    if "nfe" in d and int(d["nfe"]) != lam.size - 1:
+        raise ScheduleError(f"'nfe' is {d['nfe']} but log_snr describes {lam.size - 1} steps")
+    own = None
+    if g.get("origin"):
+        from .noise import noise_schedule_from_origin
+
+        try:
+            own = noise_schedule_from_origin(g["origin"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise ScheduleError(f"malformed grid origin {g['origin']!r}: {e}") from None
+        if own.fingerprint != fp:
+            raise ScheduleError(f"the grid rebuilt from {g['origin']} has fingerprint {own.fingerprint}, the file says {fp}")
+    meta = ScheduleMeta(method=str(d["method"]), noise_schedule=own, K=K, T=T, grid_fingerprint=fp, indices=idx, tau=tau, info_json=_info_json(info), host=_host(own, lam))
+    return cls(lam, meta)
+
+
+def _check_ns(ns, what: str = "noise_schedule") -> None:
+    if not isinstance(ns, NoiseSchedule):
+        raise TypeError(f"{what} must be a NoiseSchedule, got {type(ns).__name__}")
 
 
 def _check_indices(idx: np.ndarray, K: int) -> None:
@@ -299,12 +446,13 @@ def _check_indices(idx: np.ndarray, K: int) -> None:
         )
 
 
-def check_nfe(nfe, upper: int, what: str = "nfe") -> int:
-    """Validates ``1 <= nfe <= upper`` for an integer ``nfe``; returns it as int."""
+def check_nfe(nfe, upper: int | None = None, what: str = "nfe") -> int:
+    """Validates ``1 <= nfe (<= upper)`` for an integer ``nfe``; returns it as int."""
     if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)):
         raise TypeError(f"{what} must be an integer, got {type(nfe).__name__}")
-    if not 1 <= int(nfe) <= upper:
-        raise ValueError(f"{what} must satisfy 1 <= {what} <= {upper}, got {nfe}")
+    if int(nfe) < 1 or (upper is not None and int(nfe) > upper):
+        bound = f"1 <= {what} <= {upper}" if upper is not None else f"{what} >= 1"
+        raise ValueError(f"{what} must satisfy {bound}, got {nfe}")
     return int(nfe)
 
 
@@ -328,61 +476,151 @@ def strictly_decreasing_path(values: np.ndarray, K: int) -> np.ndarray:
     return idx
 
 
-def _uniform(grid: NoiseSchedule, nfe: int) -> np.ndarray:
-    return (grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe)
+def grid_indices(grid: NoiseSchedule, lam) -> np.ndarray:
+    """The grid points nearest (in half-log-SNR) to a schedule's points ``lam`` ``(m + 1,)``,
+    made strictly decreasing; the clean end maps to ``-1``."""
+    lam = np.asarray(lam, np.float64)
+    glam = grid.log_snr  # decreasing with the index
+    pos = np.empty(lam.size - 1)
+    for i, v in enumerate(lam[:-1]):
+        if np.isneginf(v):
+            pos[i] = grid.K - 1
+        else:
+            d = np.abs(np.where(np.isfinite(glam), glam, -np.inf) - v)
+            pos[i] = int(np.argmin(d))
+    return strictly_decreasing_path(np.append(pos, -1.0), grid.K)
 
 
-def _quadratic(grid: NoiseSchedule, nfe: int) -> np.ndarray:
-    return (grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe) ** 2
+def grid_schedule(grid: NoiseSchedule, nfe: int, power: float = 1.0, method: str = "uniform") -> Schedule:
+    """``nfe`` steps on grid points ``(K - 1)(1 - i / nfe)^power`` (rounded, kept strictly
+    decreasing), the last replaced by clean data: the uniform (``power=1``) index spacing of
+    the accurate solves and the power family of the discrete searches."""
+    nfe = check_nfe(nfe, grid.K)
+    idx = strictly_decreasing_path((grid.K - 1) * (1.0 - np.arange(nfe + 1) / nfe) ** power, grid.K)
+    return Schedule.from_indices(grid, idx, method=method)
 
 
-def _logsnr(grid: NoiseSchedule, nfe: int) -> np.ndarray:
-    lam = grid.log_snr  # increasing toward data (index 0)
-    targets = np.linspace(lam[-1], lam[0], nfe + 1)
-    # nearest grid point in half-log-SNR for each target (lam is monotone in the index)
-    order = np.argsort(lam)
-    pos = np.interp(targets, lam[order], order.astype(np.float64))
-    return pos
+# ------------------------------------------------------------------------------ baselines
+def _time_ends(ns: NoiseSchedule) -> tuple[float, float]:
+    """The model's time at the noisiest and at the least noisy trained point."""
+    lo, hi = ns.lam_range
+    return float(ns.model_time(np.asarray(lo))), float(ns.model_time(np.asarray(hi)))
 
 
-def _karras(grid: NoiseSchedule, nfe: int, rho: float = 7.0) -> np.ndarray:
-    # EDM's sigma = sqrt((1 - abar) / abar) = exp(-lambda), spaced evenly in sigma^(1/rho)
-    sig = np.exp(-grid.log_snr)  # decreasing toward data (index 0)
-    lo, hi = sig[0] ** (1 / rho), sig[-1] ** (1 / rho)
-    targets = (hi + np.arange(nfe + 1) / nfe * (lo - hi)) ** rho
-    order = np.argsort(sig)
-    return np.interp(np.log(targets), np.log(sig[order]), order.astype(np.float64))
+def _uniform(ns: NoiseSchedule, nfe: int, **_) -> np.ndarray:
+    t_hi, t_lo = _time_ends(ns)
+    return ns.lam_of_time(t_hi + (t_lo - t_hi) * np.arange(nfe) / nfe)
 
 
-BASELINES = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr, "karras": _karras}
+def _quadratic(ns: NoiseSchedule, nfe: int, **_) -> np.ndarray:
+    t_hi, t_lo = _time_ends(ns)
+    return ns.lam_of_time(t_lo + (t_hi - t_lo) * (1.0 - np.arange(nfe) / nfe) ** 2)
 
 
-def baseline_schedule(grid: NoiseSchedule, nfe: int, kind: str = "uniform") -> Schedule:
-    """A standard fixed schedule of ``nfe`` steps on ``grid``.
+def _finite_start(ns: NoiseSchedule, kind: str) -> float:
+    lo = ns.lam_range[0]
+    if not math.isfinite(lo):
+        raise ValueError(f"the {kind!r} spacing needs a finite noisiest point; this process starts at pure noise (use 'uniform' or 'shift')")
+    return lo
 
-    All start at the noisiest grid point ``K - 1`` and end at clean data (``-1``); the
-    ``nfe + 1`` points are placed on the grid-index axis from ``K - 1`` to ``0``, and the
-    last of them (at grid point 0, whose alpha-bar is within ``1e-4`` of 1 for DDPM
-    schedules) is replaced by clean data, so no evaluation is spent on a vanishing step:
 
-    - ``uniform``: evenly spaced grid indices (DDIM's uniform skip);
-    - ``quadratic``: indices ``(K - 1) (1 - i / nfe)^2``, dense near the data (DDIM paper);
-    - ``logsnr``: evenly spaced in half-log-SNR between the grid's ends (DPM-Solver's
-      ``logSNR`` skip), each snapped to the grid;
-    - ``karras``: EDM's spacing (Karras et al. 2022), even in ``sigma^(1/7)`` with
-      ``sigma = sqrt((1 - abar) / abar)``, each snapped to the grid.
+def _logsnr(ns: NoiseSchedule, nfe: int, **_) -> np.ndarray:
+    lo, hi = _finite_start(ns, "logsnr"), ns.lam_range[1]
+    return lo + (hi - lo) * np.arange(nfe) / nfe
 
-    Collisions after rounding are pushed apart so that the path stays strictly decreasing.
+
+def _karras(ns: NoiseSchedule, nfe: int, rho: float = 7.0, **_) -> np.ndarray:
+    # EDM: sigma = exp(-lambda), evenly in sigma^(1/rho) from sigma_max to sigma_min, both included
+    smax, smin = math.exp(-_finite_start(ns, "karras")), math.exp(-ns.lam_range[1])
+    u = np.arange(nfe) / max(nfe - 1, 1)
+    sig = (smax ** (1 / rho) + u * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return -np.log(sig)
+
+
+def _shift(ns: NoiseSchedule, nfe: int, shift: float = 3.0, **_) -> np.ndarray:
+    # diffusers' FlowMatchEulerDiscreteScheduler: t evenly from 1 to t_min (both included),
+    # then t' = shift t / (1 + (shift - 1) t)
+    if ns.family != "flow":
+        raise ValueError(f"the 'shift' spacing is for flow models; this noise schedule is {ns.family}")
+    t_min = ns.process.t_min
+    t = 1.0 + (t_min - 1.0) * np.arange(nfe) / max(nfe - 1, 1)
+    t = shift * t / (1.0 + (shift - 1.0) * t)
+    with np.errstate(divide="ignore"):
+        return np.log1p(-t) - np.log(t)
+
+
+BASELINES: dict[str, Callable[..., np.ndarray]] = {
+    "uniform": _uniform,
+    "quadratic": _quadratic,
+    "logsnr": _logsnr,
+    "karras": _karras,
+    "shift": _shift,
+}
+
+
+def baseline_schedule(noise_schedule: NoiseSchedule, nfe: int, kind: str = "uniform", *, rho: float = 7.0, shift: float = 3.0) -> Schedule:
+    """A standard fixed schedule of ``nfe`` steps, placed in continuous time.
+
+    ``uniform``, ``quadratic`` and ``logsnr`` place ``nfe + 1`` points from the process's
+    noisiest to its least noisy trained point and replace the last by clean data (DDIM's and
+    DPM-Solver's convention: no evaluation is spent on a vanishing step); ``karras`` and
+    ``shift`` place ``nfe`` points with both ends included, then clean data (EDM's and
+    diffusers' flow convention):
+
+    - ``uniform``: evenly in the model's own time (DDIM's uniform timesteps; Euler in ``t``
+      for flow);
+    - ``quadratic``: ``t_min + (t_max - t_min)(1 - i / nfe)^2`` in the model's time (DDIM);
+    - ``logsnr``: evenly in half-log-SNR (DPM-Solver);
+    - ``karras``: EDM's spacing, evenly in ``sigma^(1/rho)`` with ``sigma = exp(-lambda)``;
+    - ``shift``: flow models, ``t`` evenly from 1 to ``t_min``, then SD3's time shift
+      ``t' = shift t / (1 + (shift - 1) t)``.
 
     Args:
-      grid: the (respaced) noise schedule.
-      nfe: number of steps, ``1 <= nfe <= K``.
+      noise_schedule: the model's noise schedule (any grid of it: the points are placed on
+        the process, not the grid).
+      nfe: number of steps, ``>= 1``.
       kind: one of :data:`BASELINES`.
+      rho: ``karras``'s exponent; shift: ``shift``'s factor.
     Returns:
       A validated :class:`Schedule` with ``method=kind``.
     """
+    _check_ns(noise_schedule)
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline schedule kind {kind!r}; choose one of {sorted(BASELINES)}")
-    nfe = check_nfe(nfe, grid.K)
-    idx = strictly_decreasing_path(BASELINES[kind](grid, nfe), grid.K)
-    return Schedule.from_indices(grid, idx, method=kind)
+    nfe = check_nfe(nfe)
+    if not (math.isfinite(rho) and rho > 0) or not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"rho and shift must be finite numbers > 0, got rho={rho}, shift={shift}")
+    lam = BASELINES[kind](noise_schedule, nfe, rho=rho, shift=shift)
+    info = {"rho": rho} if kind == "karras" else {"shift": shift} if kind == "shift" else {}
+    return Schedule.from_lambdas(noise_schedule, np.append(lam, np.inf), method=kind, info=info)
+
+
+# ------------------------------------------------------------------------------ sampling tables
+def schedule_points(schedule: Schedule, dtype) -> Point:
+    """The :class:`Point` of every point of ``schedule`` (``(m + 1,)`` each), cast once to
+    ``dtype``.
+
+    Concrete times: computed on the host in float64.  Traced times (under ``jax.jit`` or
+    ``jax.grad``): computed in the trace, so that gradients flow to them; where they still
+    equal the times the schedule was made with, the forward values are that schedule's
+    float64 tables (:attr:`ScheduleMeta.host`), so a jitted sampler gives an eager call's
+    numbers.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be an rbe_jax.Schedule, got {type(schedule).__name__}")
+    ns = schedule.noise_schedule
+    if not isinstance(schedule.lam, jax.core.Tracer):
+        return Point(*(jnp.asarray(v, dtype) for v in ns.points(np.asarray(schedule.lam, np.float64))))
+    lam = jnp.asarray(schedule.lam, dtype)
+    traced = Point(*(jnp.asarray(v, dtype) for v in ns.points(lam, jnp)))
+    host = schedule.meta.host
+    if host is None or len(host[0]) != lam.shape[0]:
+        return traced
+    same = lam == jnp.asarray(host[0], dtype)
+
+    def pick(h, f):  # the host value, with the traced value's derivative
+        h = jnp.asarray(h, dtype)
+        exact = h + jnp.where(jnp.isfinite(f), f - jax.lax.stop_gradient(f), 0.0)
+        return jnp.where(same, exact, f)
+
+    return Point(*(pick(h, f) for h, f in zip(host[1:], traced)))

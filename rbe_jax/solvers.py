@@ -1,17 +1,23 @@
-"""Solver steps for sampling on a fixed schedule.
+"""Solver steps for sampling on a fixed schedule, in data prediction over half-log-SNR.
 
 A solver is a pair of pure functions, like optax's ``GradientTransformation``, made by a
 factory that closes over its options:
 
 - ``init(x) -> state``: the solver's carry (a small pytree: ``()`` or a ``NamedTuple``) for
   samples ``x`` ``(B, ...)``;
-- ``step(state, x, eps, times) -> (x_next, state)``: one step along the schedule, given the
-  model's ``eps`` at ``x`` and the step's :class:`StepTimes`.
+- ``step(state, x, pred, times) -> (x_next, state)``: one step along the schedule, given the
+  model's :class:`rbe_jax.models.Prediction` at ``x`` (its ``x0`` is used) and the step's
+  :class:`StepTimes`.
 
-The sampler hands every solver ``x`` and ``eps`` in its compute dtype (at least float32)
-and the step's coefficients from the schedule's float64 tables (alpha, sigma, half-log-SNR
-lambda; see :func:`rbe_jax.schedule.step_tables`), cast once.  A :class:`Solver` has no
-array leaves, so it crosses ``jax.jit`` as an argument.
+Every family's probability-flow ODE is the same in the VP scaling and half-log-SNR
+(``rbe_jax.noise``), so the solvers never see the family.  The first point may be pure noise
+(``lam = -inf``: flow models, zero-terminal-SNR tables): the step out of it is DDIM's exact
+limit ``x' = sigma' x + alpha' x0``, and a history point there carries no slope, so the
+multistep corrections treat it as absent (finite values, finite gradients).
+
+The sampler hands every solver ``x`` and ``x0`` in its compute dtype (at least float32) and
+the step's coefficients cast once from the schedule's float64 tables.  A :class:`Solver` has
+no array leaves, so it crosses ``jax.jit`` as an argument.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ._batch import per_sample
+from .models import Prediction
 
 __all__ = [
     "Solver",
@@ -43,19 +50,20 @@ __all__ = [
 
 
 class StepTimes(NamedTuple):
-    """The schedule's values for one step, from point ``i`` to point ``i + 1``.
+    """The schedule's values for one step, from point ``i`` to point ``i + 1`` (VP scaling).
 
-    Scalars inside the sampler's scan (stacked ``(m,)`` arrays outside it).  At clean data
-    ``alpha_next = 1``, ``sigma_next = 0`` and ``lam_next = +inf``.
+    Scalars inside the sampler's scan (stacked ``(m,)`` arrays outside it), or per-sample
+    ``(B, 1, ...)`` arrays in the adaptive loops.  At clean data ``alpha_next = 1``,
+    ``sigma_next = 0`` and ``lam_next = +inf``; at pure noise ``alpha = 0``, ``sigma = 1`` and
+    ``lam = -inf``.
 
     Attributes:
-      t: int32 training timestep of the current point (the model's time input).
-      alpha, sigma, lam: ``sqrt(abar)``, ``sqrt(1 - abar)``, ``log(alpha / sigma)`` now.
+      alpha, sigma, lam: ``sqrt(sigmoid(2 lam))``, ``sqrt(sigmoid(-2 lam))`` and the
+        half-log-SNR now.
       alpha_next, sigma_next, lam_next: the same at the next point.
       remaining: int32 steps left after this one (``0`` on the last step).
     """
 
-    t: jax.Array
     alpha: jax.Array
     sigma: jax.Array
     lam: jax.Array
@@ -70,7 +78,7 @@ class SolverInit(Protocol):
 
 
 class SolverStep(Protocol):
-    def __call__(self, state: Any, x: jax.Array, eps: jax.Array, times: StepTimes) -> tuple[jax.Array, Any]: ...
+    def __call__(self, state: Any, x: jax.Array, pred: Prediction, times: StepTimes) -> tuple[jax.Array, Any]: ...
 
 
 class Solver(struct.PyTreeNode):
@@ -95,23 +103,28 @@ def ddim_update(x: jax.Array, eps: jax.Array, a, a_next) -> jax.Array:
 
     ``x' = sqrt(a'/a) x + (sqrt(1 - a') - sqrt(a' (1 - a) / a)) eps``; exact for the
     probability-flow ODE when eps is constant along the step.  This is the update of the
-    adaptive RBE paths, where every sample has its own alpha-bar; sampling on a fixed
-    schedule uses :func:`ddim` with the schedule's float64 tables.
+    faithful adaptive RBE paths, where every sample has its own alpha-bar; sampling on a
+    fixed schedule uses :func:`ddim` (data prediction, the same step).
     """
     a, a_next = per_sample(jnp.asarray(a, x.dtype), x), per_sample(jnp.asarray(a_next, x.dtype), x)
     return jnp.sqrt(a_next / a) * x + (jnp.sqrt(1.0 - a_next) - jnp.sqrt(a_next * (1.0 - a) / a)) * eps
 
 
-def _x0(x, eps, times: StepTimes):
-    """The data prediction ``x0 = (x - sigma eps) / alpha``."""
-    return (x - times.sigma * eps) / times.alpha
-
-
 def _first_order(x, x0, times: StepTimes):
     """The first-order step in data prediction, ``x' = (sigma'/sigma) x - alpha' expm1(-h) x0``
-    with ``h = lam' - lam``: DDIM written with the schedule's tables (``x0`` at clean data)."""
+    with ``h = lam' - lam``: DDIM written with the schedule's tables (``x0`` at clean data,
+    ``sigma' x + alpha' x0`` from pure noise)."""
     h = times.lam_next - times.lam
     return (times.sigma_next / times.sigma) * x - times.alpha_next * jnp.expm1(-h) * x0
+
+
+def _final(times: StepTimes):
+    return times.sigma_next <= 0.0
+
+
+def _safe_div(a, b):
+    """``a / b`` with 0 where ``b == 0`` (unused branches of a jnp.where stay finite)."""
+    return a / jnp.where(b == 0, 1.0, b)
 
 
 @functools.cache
@@ -125,8 +138,8 @@ def ddim() -> Solver:
     def init(x):
         return ()
 
-    def step(state, x, eps, times: StepTimes):
-        return _first_order(x, _x0(x, eps, times), times), state
+    def step(state, x, pred: Prediction, times: StepTimes):
+        return jnp.where(_final(times), pred.x0, _first_order(x, pred.x0, times)), state
 
     return Solver(name="ddim", init=init, step=step, order=1)
 
@@ -135,8 +148,8 @@ class DPMState(NamedTuple):
     """Carry of DPM-Solver++(2M): the previous x0 prediction and step in log-SNR."""
 
     x0_prev: jax.Array  # (B, ...)
-    h_prev: jax.Array  # scalar
-    has_prev: jax.Array  # bool scalar
+    h_prev: jax.Array  # scalar (or per sample); +inf after a step out of pure noise
+    has_prev: jax.Array  # bool
 
 
 @functools.cache
@@ -144,8 +157,9 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): second-order multistep in half-log-SNR,
     data prediction.
 
-    First order on its first step (no previous x0 yet) and on the final step to clean data
-    (``lambda = +inf`` there: the step returns the x0 prediction).
+    First order on its first step (no previous x0 yet), after a step out of pure noise, and
+    on the final step to clean data (``lambda = +inf`` there: the step returns the x0
+    prediction).
 
     Args:
       lower_order_final: DPM-Solver's rule for few steps, order at most the number of steps
@@ -157,29 +171,18 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
     def init(x):
         return DPMState(x0_prev=jnp.zeros_like(x), h_prev=jnp.ones((), x.dtype), has_prev=jnp.zeros((), bool))
 
-    def step(state: DPMState, x, eps, times: StepTimes):
-        x0 = _x0(x, eps, times)
-        final = times.sigma_next <= 0.0
+    def step(state: DPMState, x, pred: Prediction, times: StepTimes):
+        x0 = pred.x0
+        final = _final(times)
         h = times.lam_next - times.lam
-        h_safe = jnp.where(final, 1.0, h)  # keeps the unused branch finite
-        second = state.has_prev & ~final  # lower_order_final: nothing more to lower
-        r = state.h_prev / h_safe
-        d = jnp.where(second, x0 + (x0 - state.x0_prev) / (2.0 * r), x0)
+        slope = state.has_prev & jnp.isfinite(state.h_prev) & ~final  # lower_order_final: nothing more to lower
+        h_safe = jnp.where(final | ~jnp.isfinite(h), 1.0, h)  # keeps the unused branches finite
+        r = jnp.where(slope, state.h_prev, 1.0) / h_safe
+        d = jnp.where(slope, x0 + (x0 - state.x0_prev) / (2.0 * r), x0)
         x_next = jnp.where(final, x0, _first_order(x, d, times))
-        return x_next, DPMState(x0_prev=x0, h_prev=h_safe.astype(state.h_prev.dtype), has_prev=jnp.ones((), bool))
+        return x_next, DPMState(x0_prev=x0, h_prev=jnp.asarray(h, state.h_prev.dtype), has_prev=jnp.ones_like(state.has_prev))
 
     return Solver(name="dpmpp2m", init=init, step=step, order=2)
-
-
-def _step_order(order: int, done: jax.Array, times: StepTimes, lower_order_final: bool) -> jax.Array:
-    """The order of a multistep method on this step: at most ``done + 1`` (the history it
-    has), 1 on the final step to clean data (``lambda = +inf``: the step returns x0), and
-    with ``lower_order_final`` at most the number of steps left, this one included
-    (DPM-Solver's rule, as in its reference code and in diffusers)."""
-    k = jnp.minimum(order, done + 1)
-    if lower_order_final:
-        k = jnp.minimum(k, times.remaining + 1)
-    return jnp.where(times.sigma_next <= 0.0, 1, k)
 
 
 class MultistepState(NamedTuple):
@@ -210,7 +213,7 @@ def _push(state: MultistepState, x0, x, times: StepTimes, order) -> MultistepSta
     and the model's x0 prediction ``x0``."""
     return MultistepState(
         x0s=jnp.stack([x0, state.x0s[0]]),
-        lams=jnp.stack([times.lam, state.lams[0]]).astype(state.lams.dtype),
+        lams=jnp.stack([jnp.asarray(times.lam, state.lams.dtype), state.lams[0]]),
         x_prev=x,
         sigma_prev=jnp.asarray(times.sigma, state.sigma_prev.dtype),
         order_prev=jnp.asarray(order, jnp.int32),
@@ -218,9 +221,26 @@ def _push(state: MultistepState, x0, x, times: StepTimes, order) -> MultistepSta
     )
 
 
-def _safe_div(a, b):
-    """``a / b`` with 0 where ``b == 0`` (unused branches of a jnp.where stay finite)."""
-    return a / jnp.where(b == 0, 1.0, b)
+def _history(state: MultistepState, lam):
+    """``(n, l1, l2)``: how many history points carry a slope (taken, at finite lambda) and
+    their lambdas, the missing ones replaced by finite stand-ins below ``lam`` (so that the
+    branches that do not use them stay finite, in value and in gradient)."""
+    ok1 = (state.done >= 1) & jnp.isfinite(state.lams[0])
+    ok2 = (state.done >= 2) & jnp.isfinite(state.lams[1]) & ok1
+    l1 = jnp.where(ok1, state.lams[0], lam - 1.0)
+    l2 = jnp.where(ok2, state.lams[1], l1 - 1.0)
+    return ok1.astype(jnp.int32) + ok2.astype(jnp.int32), l1, l2
+
+
+def _step_order(order: int, history: jax.Array, times: StepTimes, lower_order_final: bool) -> jax.Array:
+    """The order of a multistep method on this step: at most ``history + 1`` (the points with
+    a slope), 1 on the final step to clean data (``lambda = +inf``: the step returns x0), and
+    with ``lower_order_final`` at most the number of steps left, this one included
+    (DPM-Solver's rule, as in its reference code and in diffusers)."""
+    k = jnp.minimum(order, history + 1)
+    if lower_order_final:
+        k = jnp.minimum(k, times.remaining + 1)
+    return jnp.where(_final(times), 1, k)
 
 
 @functools.cache
@@ -234,10 +254,11 @@ def dpmpp3m(lower_order_final: bool = False) -> Solver:
         the step before the final one), as DPM-Solver suggests for fewer than 15 steps.
     """
 
-    def step(state: MultistepState, x, eps, times: StepTimes):
-        x0 = _x0(x, eps, times)
-        k = _step_order(3, state.done, times, lower_order_final)
-        lam0, lam1, lam2 = times.lam, state.lams[0], state.lams[1]
+    def step(state: MultistepState, x, pred: Prediction, times: StepTimes):
+        x0 = pred.x0
+        lam0 = jnp.where(jnp.isfinite(times.lam), times.lam, 0.0)
+        n, lam1, lam2 = _history(state, lam0)
+        k = _step_order(3, n, times, lower_order_final)
         m0, m1, m2 = x0, state.x0s[0], state.x0s[1]
         h = jnp.where(k > 1, times.lam_next - lam0, 1.0)  # finite in the unused branches
         em1 = jnp.expm1(-h)
@@ -248,7 +269,7 @@ def dpmpp3m(lower_order_final: bool = False) -> Solver:
         base = (times.sigma_next / times.sigma) * x - times.alpha_next * em1 * m0
         second = base - 0.5 * times.alpha_next * em1 * d1_0
         third = base + times.alpha_next * (em1 / h + 1.0) * d1 - times.alpha_next * ((em1 + h) / h**2 - 0.5) * d2
-        first = jnp.where(times.sigma_next <= 0.0, x0, _first_order(x, x0, times))
+        first = jnp.where(_final(times), x0, _first_order(x, x0, times))
         x_next = jnp.where(k >= 3, third, jnp.where(k == 2, second, first))
         return x_next, _push(state, x0, x, times, k)
 
@@ -261,13 +282,17 @@ def _unipc_rhos_order2(r, b1, b2):
     return rho0, b1 - rho0
 
 
-def _unipc_b(hh, em1):
-    """UniPC's ``b`` vector for the B(h) = expm1(-h) ("bh2") variant: ``b_1, b_2`` with
-    ``hh = -h``."""
+def _unipc_kernel(h):
+    """``(em1, b1, b2)`` of UniPC's B(h) = expm1(-h) ("bh2") variant for a step ``h`` in
+    half-log-SNR, with their limits ``(-1, 1, 1)`` for a step out of pure noise (``h =
+    +inf``; diffusers' flow-matching UniPC takes the same limits)."""
+    ok = jnp.isfinite(h)
+    hh = -jnp.where(ok, h, 1.0)
+    em1 = jnp.expm1(hh)
     phi = em1 / hh - 1.0
     b1 = phi / em1
     b2 = (phi / hh - 0.5) * 2.0 / em1
-    return b1, b2
+    return jnp.where(ok, em1, -1.0), jnp.where(ok, b1, 1.0), jnp.where(ok, b2, 1.0)
 
 
 @functools.cache
@@ -287,30 +312,32 @@ def unipc(lower_order_final: bool = False, corrector: bool = True) -> Solver:
       corrector: apply UniC (``False`` gives the plain UniP-2 predictor).
     """
 
-    def step(state: MultistepState, x, eps, times: StepTimes):
-        x0 = _x0(x, eps, times)  # at the predicted (uncorrected) point: kept in the history
+    def step(state: MultistepState, x, pred: Prediction, times: StepTimes):
+        x0 = pred.x0  # at the predicted (uncorrected) point: kept in the history
         lam = times.lam
         m0, m1 = state.x0s[0], state.x0s[1]
         if corrector:  # UniC: correct x from the previous point, with the new x0
-            h = jnp.where(state.done > 0, lam - state.lams[0], 1.0)
-            hh = -h
-            em1 = jnp.expm1(hh)
+            _, l1, l2 = _history(state, lam)
+            h = jnp.where(state.done > 0, lam - state.lams[0], 1.0)  # +inf after a step out of pure noise
+            em1, b1, b2 = _unipc_kernel(h)
+            h = jnp.where(jnp.isfinite(h), h, 1.0)
             base = (times.sigma / state.sigma_prev) * state.x_prev - times.alpha * em1 * m0
-            b1, b2 = _unipc_b(hh, em1)
             d1_t = x0 - m0
             one = base - times.alpha * em1 * 0.5 * d1_t
-            r = _safe_div(state.lams[1] - state.lams[0], h)
+            r = _safe_div(l2 - l1, h)
             rho0, rho1 = _unipc_rhos_order2(r, b1, b2)
             two = base - times.alpha * em1 * (rho0 * _safe_div(m1 - m0, r) + rho1 * d1_t)
             corrected = jnp.where(state.order_prev >= 2, two, one)
             x = jnp.where(state.done > 0, corrected, x)
-        k = _step_order(2, state.done, times, lower_order_final)
-        h = jnp.where(k > 1, times.lam_next - lam, 1.0)
+        lam_now = jnp.where(jnp.isfinite(lam), lam, 0.0)
+        n, l1, _ = _history(state, lam_now)
+        k = _step_order(2, n, times, lower_order_final)
+        h = jnp.where(k > 1, times.lam_next - lam_now, 1.0)
         em1 = jnp.expm1(-h)
-        r = _safe_div(state.lams[0] - lam, h)
+        r = _safe_div(l1 - lam_now, h)
         base = (times.sigma_next / times.sigma) * x - times.alpha_next * em1 * x0
-        second = base - times.alpha_next * em1 * 0.5 * _safe_div(state.x0s[0] - x0, r)
-        first = jnp.where(times.sigma_next <= 0.0, x0, _first_order(x, x0, times))
+        second = base - times.alpha_next * em1 * 0.5 * _safe_div(m0 - x0, r)
+        first = jnp.where(_final(times), x0, _first_order(x, x0, times))
         x_next = jnp.where(k >= 2, second, first)
         return x_next, _push(state, x0, x, times, k)
 

@@ -1,6 +1,10 @@
 """Training a diffusion model with optax: AdamW, warm-up + cosine decay, gradient clipping,
 an EMA of the parameters, a jit-compiled step, Orbax checkpoints, and exact resume.
 
+Two objectives: ``"eps"`` (DDPM: the noise at a uniform random timestep of a linear-beta
+table) and ``"flow"`` (rectified flow: the velocity ``eps - x0`` of ``x_t = (1 - t) x0 + t
+eps`` at ``t ~ U(0, 1)``, the network fed ``flow_time_scale * t`` as SD3 feeds it).
+
 The model is an NNX module; training is functional over its ``nnx.split`` state, so the
 whole :class:`TrainState` is a pytree of arrays that Orbax saves and restores as is.  Each
 step's randomness is ``fold_in(seed_key, step)``: a resumed run repeats exactly the steps
@@ -22,7 +26,9 @@ from flax import nnx
 from ._io import read_json, write_json
 from .noise import NoiseSchedule
 
-__all__ = ["TrainConfig", "TrainState", "make_optimizer", "make_train_step", "init_state", "train"]
+__all__ = ["TrainConfig", "TrainState", "make_optimizer", "make_train_step", "init_state", "train", "OBJECTIVES"]
+
+OBJECTIVES = {"eps": "eps", "flow": "velocity"}  # objective -> the network's prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +49,12 @@ class TrainConfig:
     beta_end: float = 0.02
     num_train_timesteps: int = 1000
     label_dropout: float = 0.1  # class-conditional models only: share of labels replaced by "no label"
+    objective: str = "eps"  # "eps" (DDPM) or "flow" (rectified flow, velocity prediction)
+    flow_time_scale: float = 1000.0  # "flow": the network is fed this times t
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,8 +64,22 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def noise_schedule_spec(self) -> dict:
+        """The model config's ``noise_schedule`` entry (see :class:`rbe_jax.NoiseSchedule`'s
+        ``origin``)."""
+        if self.objective == "flow":
+            return {"kind": "flow", "time_scale": float(self.flow_time_scale), "t_min": 1e-3, "N": int(self.num_train_timesteps)}
+        return {"kind": "linear", "T": int(self.num_train_timesteps), "beta_start": float(self.beta_start), "beta_end": float(self.beta_end)}
+
+    @property
+    def prediction(self) -> str:
+        """What the trained network outputs."""
+        return OBJECTIVES[self.objective]
+
     def noise_schedule(self) -> NoiseSchedule:
-        return NoiseSchedule.linear(self.num_train_timesteps, self.beta_start, self.beta_end)
+        from .noise import noise_schedule_from_origin
+
+        return noise_schedule_from_origin(self.noise_schedule_spec())
 
 
 class TrainState(NamedTuple):
@@ -80,7 +106,7 @@ def init_state(model: nnx.Module, cfg: TrainConfig) -> tuple[nnx.GraphDef, Train
 
 
 def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array, labels: jax.Array | None = None, num_classes: int = 0) -> Callable[[TrainState], tuple[TrainState, jax.Array]]:
-    """The jit-compiled DDPM step (eps-MSE at a uniform random timestep).
+    """The jit-compiled training step (the objective's MSE, see the module docstring).
 
     Args:
       graphdef: the model's ``nnx.split`` graph definition.
@@ -95,22 +121,29 @@ def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array, labels: jax.Arr
     if conditional and labels is None:
         raise ValueError("a class-conditional model needs labels")
     opt = make_optimizer(cfg)
-    alpha_bar = jnp.asarray(cfg.noise_schedule().alpha_bar, jnp.float32)
+    alpha_bar = None if cfg.objective == "flow" else jnp.asarray(cfg.noise_schedule().alpha_bar, jnp.float32)
     base_key = jax.random.key(cfg.seed)
 
-    def loss_fn(params, x0, t, noise, y):
+    def loss_fn(params, x0, u, noise, y):
         model = nnx.merge(graphdef, params)
-        a = alpha_bar[t][:, None, None, None]
-        xt = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
-        eps = model(xt, t, y) if conditional else model(xt, t)
-        return jnp.mean(jnp.square(eps - noise))
+        if cfg.objective == "flow":  # u ~ U(0, 1): x_t = (1 - t) x0 + t eps, target eps - x0
+            t = u[:, None, None, None]
+            xt, target, t_in = (1.0 - t) * x0 + t * noise, noise - x0, cfg.flow_time_scale * u
+        else:  # u: integer timesteps of the table
+            a = alpha_bar[u][:, None, None, None]
+            xt, target, t_in = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise, noise, u
+        out = model(xt, t_in, y) if conditional else model(xt, t_in)
+        return jnp.mean(jnp.square(out - target))
 
     @jax.jit
     def step(state: TrainState):
         k_idx, k_t, k_n, k_drop = jax.random.split(jax.random.fold_in(base_key, state.step), 4)
         idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, data.shape[0])
         x0 = data[idx]
-        t = jax.random.randint(k_t, (cfg.batch_size,), 0, cfg.num_train_timesteps)
+        if cfg.objective == "flow":
+            t = jax.random.uniform(k_t, (cfg.batch_size,))
+        else:
+            t = jax.random.randint(k_t, (cfg.batch_size,), 0, cfg.num_train_timesteps)
         noise = jax.random.normal(k_n, x0.shape, x0.dtype)
         y = None
         if conditional:

@@ -27,8 +27,10 @@ def test_indicator_equals_explicit_jacobian(linear):
         x = jax.random.normal(jax.random.key(1), (6, 4), jnp.float64)
         k = jnp.asarray([49, 30, 20, 10, 3, 0])
         ext = jnp.asarray(g.alpha_bar_ext)
-        a, a_next, t = ext[k + 1], ext[k], jnp.asarray(g.timesteps)[k]
-        be = R.backward_error(gm, x, t, a, a_next)
+        a, a_next = ext[k + 1], ext[k]
+        pt = R.noise.Point(*(jnp.asarray(v)[k] for v in g.grid_points()))
+        t = pt.t
+        be = R.backward_error(R.as_model(gm, noise_schedule=linear), x, pt, a, a_next)
         for b in range(6):
             fb = lambda xb: R.one_step_field(xb[None], gm(xb[None], t[b : b + 1]), a[b : b + 1], a_next[b : b + 1])[0]
             J = jax.jacfwd(fb)(x[b])  # (4, 4)

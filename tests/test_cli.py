@@ -18,7 +18,8 @@ def test_sample_writes_png_and_npz(tiny_dir, tmp_path, capsys):
     img = Image.open(out)
     assert img.size[0] > 16 and img.size[1] > 16
     d = np.load(npz)
-    assert d["samples"].shape == (6, 8, 8, 1) and d["indices"].tolist()[-1] == -1 and len(d["indices"]) == 5
+    assert d["samples"].shape == (6, 8, 8, 1) and np.isposinf(d["log_snr"][-1]) and len(d["log_snr"]) == 5
+    assert len(d["model_times"]) == 4 and d["model_times"][0] == 999.0 and d["alpha_bar"][-1] == 1.0
     assert "nfe=4" in capsys.readouterr().out
 
 
@@ -91,7 +92,7 @@ def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
     foreign = R.baseline_schedule(R.NoiseSchedule.cosine(1000).respace(20), 4, "uniform").save(tmp_path / "f.json")
     assert main(["sample", "--checkpoint", str(tiny_dir), "--schedule", str(foreign), "--out", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
-    assert "made for grid" in err and len(err.strip().splitlines()) == 1
+    assert "made for noise process" in err and "cosine" in err and len(err.strip().splitlines()) == 1
     assert main(["info", str(tmp_path / "missing.json")]) == 1
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(tiny_dir), "--label", "3", "--out", str(tmp_path / "x.png")]) == 2
@@ -203,13 +204,17 @@ def test_version_and_info_of_shipped_models(capsys):
     assert "shipped models: digits, digits_cond" in _one_line(capsys)
 
 
-def test_reference_runs_up_to_the_training_length(tiny_dir, tmp_path, capsys):
+def test_baselines_run_at_any_nfe(tiny_dir, tmp_path, capsys):
+    """Baselines are placed in continuous time: the reference run at the training length,
+    and beyond it (fractional timesteps)."""
     npz = tmp_path / "ref.npz"
     assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "1000", "--schedule", "uniform", "--n", "1", "--out", str(tmp_path / "r.png"), "--npz", str(npz)]) == 0
-    idx = np.load(npz)["indices"]
-    assert len(idx) == 1001 and idx[0] == 999 and idx[-1] == -1
-    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "1001", "--schedule", "uniform"]) == 2
-    assert "exceeds the model's 1000 training steps" in _one_line(capsys)
+    t = np.load(npz)["model_times"]
+    assert len(t) == 1000 and t[0] == 999 and np.all(np.diff(t) < 0)
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "1200", "--schedule", "logsnr", "--n", "1", "--out", str(tmp_path / "r.png"), "--npz", str(npz)]) == 0
+    assert len(np.load(npz)["model_times"]) == 1200
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "shift"]) == 2
+    assert "--schedule shift: the 'shift' spacing is for flow models" in _one_line(capsys)
 
 
 def test_guided_schedules_are_calibrated_once_and_cached(tiny_cond_dir, tmp_path, capsys, monkeypatch):

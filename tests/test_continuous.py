@@ -38,9 +38,12 @@ def _continuous_mixture(ns, dim=8, dtype=None):
 def test_model_is_called_with_continuous_times():
     ns = R.NoiseSchedule.vp_continuous()
     seen = []
-    model = R.continuous_time_model(lambda x, t: (jax.debug.callback(lambda v: seen.append(np.asarray(v)), t), jnp.zeros_like(x))[1], ns)
-    jax.block_until_ready(model(jnp.ones((2, 3)), jnp.asarray([0, 999])))
-    np.testing.assert_allclose(seen[0], [1e-3, 1.0], rtol=1e-6)
+    model = R.continuous_time_model(lambda x, t: (jax.debug.callback(lambda v: seen.append(float(np.asarray(v)[0])), t), jnp.zeros_like(x))[1], ns)
+    grid = ns.respace(100)
+    sched = R.Schedule.from_indices(grid, [99, 50, 0, -1])
+    jax.block_until_ready(R.rbe_sample(model, jnp.ones((2, 3)), sched))
+    np.testing.assert_allclose(seen, [1.0, grid.times[50], 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(R.baseline_schedule(ns, 4, "uniform").model_times, 1.0 - 0.999 * np.arange(4) / 4, rtol=1e-9)
     with pytest.raises(ValueError, match="no continuous times"):
         R.continuous_time_model(lambda x, t: x, R.NoiseSchedule.linear(1000))
 

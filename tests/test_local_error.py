@@ -29,20 +29,21 @@ def test_trajectory_keeps_the_reference_solve(mixture, grid, noise8):
     np.testing.assert_allclose(end, ref, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(states[0], noise8)
     assert idx[0] == grid.K - 1 and states.shape == (idx.size, *noise8.shape) and np.all(np.diff(idx) < 0)
-    # the kept state at the second point: the same 2M solve stopped there, then one DDIM step there is exact
-    sched = R.baseline_schedule(grid, 50, "uniform")
+    # the kept state at the second point: the same 2M solve stopped there
+    sched = R.schedule.grid_schedule(grid, 50)
     assert idx[1] == np.asarray(sched.indices)[50 // 10]
 
 
 def test_one_step_errors_equal_a_slow_ddim_step(mixture, grid, noise8):
     idx, states, end = trajectory(mixture, grid, noise8, steps=40, points=8)
     ab = grid.alpha_bar[idx]
-    err = np.asarray(_one_step_errors_jit(mixture, states, end, jnp.asarray(grid.timesteps[idx], jnp.int32), jnp.asarray(np.sqrt(ab)), jnp.asarray(np.sqrt(1 - ab))))
+    pts = R.noise.Point(*(jnp.asarray(v[idx]) for v in grid.grid_points()))
+    err = np.asarray(_one_step_errors_jit(R.as_model(mixture, noise_schedule=grid), states, end, pts))
     targets = np.concatenate([np.asarray(states, np.float64), np.asarray(end, np.float64)[None]])
     a_to, s_to = np.append(np.sqrt(ab), 1.0), np.append(np.sqrt(1 - ab), 0.0)
     for i, j in [(0, 1), (0, idx.size), (2, 5), (idx.size - 1, idx.size)]:
         x = np.asarray(states[i], np.float64)
-        eps = np.asarray(mixture(jnp.asarray(states[i]), jnp.full((x.shape[0],), grid.timesteps[idx[i]], jnp.int32)), np.float64)
+        eps = np.asarray(mixture(jnp.asarray(states[i]), jnp.full((x.shape[0],), grid.timesteps[idx[i]], jnp.float32)), np.float64)
         x0 = (x - np.sqrt(1 - ab[i]) * eps) / np.sqrt(ab[i])
         pred = a_to[j] * x0 + s_to[j] * eps
         np.testing.assert_allclose(err[i, j], np.sqrt(np.mean((pred - targets[j]) ** 2, axis=1)), rtol=2e-4, atol=1e-6)

@@ -61,12 +61,14 @@ def test_exactly_nfe_model_evaluations_in_schedule_order(mixture, grid, noise8):
     seen = []
 
     def model(x, t):
-        jax.debug.callback(lambda tt: seen.append(int(tt[0])), t)
+        jax.debug.callback(lambda tt: seen.append(float(tt[0])), t)
         return mixture(x, t)
 
     sched = R.baseline_schedule(grid, 7, "quadratic")
     jax.block_until_ready(jax.jit(R.rbe_sample)(R.as_model(model), noise8, sched))
-    assert seen == np.asarray(sched.timesteps[:-1]).tolist() and len(seen) == 7
+    assert len(seen) == 7
+    np.testing.assert_allclose(seen, sched.model_times, rtol=1e-6)
+    assert sched.model_times[0] == 999.0 and np.all(np.diff(sched.model_times) < 0)
 
 
 @pytest.mark.parametrize("solver", ["ddim", "dpmpp2m"])
@@ -81,7 +83,11 @@ def test_jit_matches_eager_and_is_deterministic(mixture, grid, noise8, solver):
     assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_traced_once_per_schedule_length(mixture, grid, noise8):
+def test_user_jit_keys_on_the_schedule_and_traced_times_trace_once(mixture, linear, grid, noise8):
+    """Under the user's own jax.jit a schedule's metadata is static: the same schedule is a
+    cache hit, another one is a new cache entry (its metadata is never stale), while the
+    model is traced once (the sampler's core is cached on shapes).  Times passed as a traced
+    array make one cache entry for any values."""
     traces = []
 
     def model(x, t):
@@ -89,15 +95,22 @@ def test_traced_once_per_schedule_length(mixture, grid, noise8):
         return mixture(x, t)
 
     m = R.as_model(model)
-    f = jax.jit(R.rbe_sample)
-    f(m, noise8, R.baseline_schedule(grid, 10, "uniform"))
+    f = jax.jit(lambda *args: R.rbe_sample(*args))  # a cache of its own (jit(R.rbe_sample) shares one)
+    s = R.baseline_schedule(grid, 10, "uniform")
+    f(m, noise8, s)
     per_trace = len(traces)
     assert per_trace >= 1
-    for kind in ("quadratic", "logsnr", "uniform"):  # same length, other values: no retrace
-        f(m, noise8 + 1.0, R.baseline_schedule(grid, 10, kind))
-    assert len(traces) == per_trace
-    f(m, noise8, R.baseline_schedule(grid, 12, "uniform"))  # a new length traces once more
-    assert len(traces) == 2 * per_trace
+    f(m, noise8 + 1.0, s)
+    assert f._cache_size() == 1
+    q = f(m, noise8, R.baseline_schedule(grid, 10, "quadratic"))
+    assert f._cache_size() == 2 and len(traces) == per_trace
+    np.testing.assert_array_equal(q, R.rbe_sample(m, noise8, R.baseline_schedule(grid, 10, "quadratic")))
+    g = jax.jit(lambda lam: R.rbe_sample(m, noise8, R.Schedule.from_lambdas(linear, lam)))
+    for kind in ("uniform", "quadratic", "logsnr"):
+        got = g(R.baseline_schedule(linear, 10, kind).lam)
+        want = R.rbe_sample(m, noise8, R.baseline_schedule(linear, 10, kind))
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)  # traced tables: float32
+    assert g._cache_size() == 1 and len(traces) == per_trace
 
 
 def test_bad_inputs(mixture, grid, noise8):
@@ -177,23 +190,29 @@ def test_model_errors_propagate_with_their_own_message(grid, noise8):
         R.rbe_sample(broken, noise8, sched)
     with pytest.raises(RuntimeError, match="weights not loaded"):
         R.calibrate(broken, grid, noise8, 3)
-    with pytest.raises(ValueError, match="eps must be floating point"):
+    with pytest.raises(ValueError, match="prediction must be floating point"):
         R.rbe_sample(lambda x, t: jnp.zeros(x.shape, jnp.int32), noise8, sched)
 
 
-def test_check_finite_names_sample_step_and_timestep(mixture, grid, noise8):
+def test_check_finite_names_sample_step_and_point(mixture, grid, noise8):
     sched = R.baseline_schedule(grid, 5, "uniform")
-    t_bad = int(sched.timesteps[2])
+    t_bad = float(sched.model_times[2])
 
     def model(x, t):  # NaN for the samples 3.. at the third step only
         eps = mixture(x, t)
-        rows = (jnp.arange(x.shape[0]) >= 3)[:, None] & (t[:, None] == t_bad)
+        rows = (jnp.arange(x.shape[0]) >= 3)[:, None] & (jnp.abs(t[:, None] - t_bad) < 1e-3)
         return jnp.where(rows, jnp.nan, eps)
 
     x = R.rbe_sample(model, noise8, sched)  # off by default: no host read
     assert np.isnan(np.asarray(x)[3:]).all()
-    with pytest.raises(FloatingPointError, match=rf"sample 3 at step 2, grid index {int(sched.indices[2])} \(training timestep {t_bad}\); 61 of 64"):
+    lam = float(sched.lam[2])
+    with pytest.raises(FloatingPointError, match=rf"sample 3 at step 2, lambda {lam:.5g} \(model time {t_bad:.6g}\); 61 of 64"):
         R.rbe_sample(model, noise8, sched, check_finite=True)
+    on_grid = R.Schedule.from_indices(grid, [99, 70, 40, 20, -1])
+    t_grid = float(on_grid.model_times[1])
+    bad = lambda x, t: jnp.where((t == t_grid)[:, None], jnp.nan, mixture(x, t))
+    with pytest.raises(FloatingPointError, match=r"sample 0 at step 1, grid index 70, lambda"):
+        R.rbe_sample(bad, noise8, on_grid, check_finite=True)
     with pytest.raises(ValueError, match="outside jax.jit"):
         jax.jit(lambda n: R.rbe_sample(mixture, n, sched, check_finite=True))(noise8)
 
@@ -221,14 +240,16 @@ def test_low_precision_noise_and_model(mixture, grid, noise8, dtype):
 def test_step_tables_are_float64_and_exact_near_data(grid):
     """In bfloat16 the grid's first alpha-bar (0.9999) rounds to exactly 1; the schedule's
     sigma comes from a float64 table instead, and cast once it stays > 0."""
-    sched = R.baseline_schedule(grid, 20, "quadratic")
+    sched = R.Schedule.from_indices(grid, [99, 40, 10, 0, -1])
+    p = sched.points()
     ab = np.asarray(sched.alpha_bar, np.float64)
-    assert sched.sigma.dtype == np.float64
-    np.testing.assert_allclose(sched.sigma, np.sqrt(1.0 - ab), rtol=1e-15, atol=0)
-    np.testing.assert_allclose(sched.alpha, np.sqrt(ab), rtol=1e-15)
-    assert np.isinf(sched.log_snr[-1]) and sched.sigma[-1] == 0.0
+    assert p.sigma.dtype == np.float64
+    np.testing.assert_array_equal(p.sigma, np.sqrt(1.0 - ab))  # the table's own values
+    np.testing.assert_array_equal(p.alpha, np.sqrt(ab))
+    np.testing.assert_array_equal(p.t[:-1], grid.timesteps[[99, 40, 10, 0]])
+    assert np.isinf(p.lam[-1]) and p.sigma[-1] == 0.0 and p.alpha[-1] == 1.0
     assert float(jnp.asarray(grid.alpha_bar[0], jnp.bfloat16)) == 1.0
-    assert float(jnp.asarray(sched.sigma[-2], jnp.bfloat16)) > 0.0
+    assert float(jnp.asarray(p.sigma[-2], jnp.bfloat16)) > 0.0
 
 
 def test_solver_factories_are_cached_per_option():

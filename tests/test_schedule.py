@@ -1,7 +1,7 @@
 import json
 
 import jax
-
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,28 +9,98 @@ import rbe_jax as R
 from rbe_jax.schedule import ScheduleError, strictly_decreasing_path
 
 
+FAMILIES = {
+    "linear": R.NoiseSchedule.linear(1000),
+    "cosine": R.NoiseSchedule.cosine(1000),
+    "vp": R.NoiseSchedule.vp_continuous(),
+    "ve": R.NoiseSchedule.ve(0.01, 50.0),
+    "edm": R.NoiseSchedule.edm(),
+    "flow": R.NoiseSchedule.flow(time_scale=1000.0),
+}
+
+
+def _applies(ns, kind):
+    if kind == "shift":
+        return ns.family == "flow"
+    return not (kind in ("logsnr", "karras") and np.isneginf(ns.lam_range[0]))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("kind", sorted(R.BASELINES))
-@pytest.mark.parametrize("nfe", [1, 2, 5, 10, 20, 99, 100])
-def test_baselines_are_valid_paths(grid, kind, nfe):
-    s = R.baseline_schedule(grid, nfe, kind)
-    idx = np.asarray(s.indices)
-    assert s.nfe == nfe and idx.size == nfe + 1
-    assert idx[0] == grid.K - 1 and idx[-1] == -1
-    assert np.all(np.diff(idx) < 0)
-    np.testing.assert_array_equal(s.alpha_bar, grid.alpha_bar_ext[idx + 1])
-    np.testing.assert_array_equal(s.timesteps[:-1], grid.timesteps[idx[:-1]])
-    assert s.method == kind
+@pytest.mark.parametrize("nfe", [1, 2, 5, 20, 1000])
+def test_baselines_are_valid_continuous_schedules(family, kind, nfe):
+    ns = FAMILIES[family]
+    if not _applies(ns, kind):
+        with pytest.raises(ValueError, match="spacing"):
+            R.baseline_schedule(ns, nfe, kind)
+        return
+    s = R.baseline_schedule(ns, nfe, kind)
+    lam = np.asarray(s.lam)
+    lo, hi = ns.lam_range
+    assert s.nfe == nfe and lam.size == nfe + 1 and s.method == kind and s.indices is None
+    assert np.isposinf(lam[-1]) and np.all(np.diff(lam) > 0)
+    assert lam[0] == pytest.approx(lo) if kind != "shift" else np.isneginf(lam[0])
+    assert np.all(lam[:-1] <= hi + 1e-9)
+    if kind == "karras" and nfe > 1:
+        assert lam[-2] == pytest.approx(hi)  # both ends included, then clean data
+    s.validate(ns)
+    s.validate(ns.respace(100))  # any grid of the process
+
+
+def test_baselines_are_placed_in_the_models_own_time():
+    ns = R.NoiseSchedule.linear(1000)
+    np.testing.assert_allclose(R.baseline_schedule(ns, 10, "uniform").model_times, 999 * (1 - np.arange(10) / 10), rtol=1e-9)
+    np.testing.assert_allclose(R.baseline_schedule(ns, 10, "quadratic").model_times, 999 * (1 - np.arange(10) / 10) ** 2, rtol=1e-9, atol=1e-9)
+    lam = np.asarray(R.baseline_schedule(ns, 10, "logsnr").lam)[:-1]
+    np.testing.assert_allclose(np.diff(lam), (ns.lam_range[1] - ns.lam_range[0]) / 10, rtol=1e-9)
+    edm = R.NoiseSchedule.edm()
+    sig = R.baseline_schedule(edm, 18, "karras", rho=7.0).model_times  # EDM feeds sigma
+    want = (80 ** (1 / 7) + np.arange(18) / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(sig, want, rtol=1e-9)
+    flow = R.NoiseSchedule.flow()
+    t = R.baseline_schedule(flow, 8, "shift", shift=3.0).model_times
+    u = np.linspace(1.0, 1e-3, 8)
+    np.testing.assert_allclose(t, 3 * u / (1 + 2 * u), rtol=1e-9)  # diffusers' FlowMatchEuler sigmas
+
+
+def test_karras_is_independent_of_how_the_table_is_parametrised():
+    """On the cosine table Karras's sigmas are spread as EDM spreads them, not snapped to a
+    coarse grid (the integer grid gave timesteps 999, 989, ..., 928, 838, 192)."""
+    ns = R.NoiseSchedule.cosine(1000)
+    s = R.baseline_schedule(ns, 10, "karras")
+    sig = np.exp(-np.asarray(s.lam)[:-1])
+    d = np.diff(sig ** (1 / 7))
+    np.testing.assert_allclose(d, d[0], rtol=1e-9)
+    assert np.all(np.diff(s.model_times) < 0) and s.model_times[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_from_indices_lies_on_the_grid(grid):
+    s = R.Schedule.from_indices(grid, [99, 40, 12, 3, -1], method="rbe", tau=0.25)
+    assert s.indices.tolist() == [99, 40, 12, 3, -1] and s.nfe == 4
+    np.testing.assert_array_equal(np.asarray(s.lam)[:-1], grid.log_snr[[99, 40, 12, 3]])
+    np.testing.assert_array_equal(s.alpha_bar, grid.alpha_bar_ext[[100, 41, 13, 4, 0]])
+    np.testing.assert_array_equal(s.model_times, grid.timesteps[[99, 40, 12, 3]])
     s.validate(grid)
+    with pytest.raises(ScheduleError, match="made for grid"):
+        s.validate(R.NoiseSchedule.linear(1000).respace(50))
 
 
-def test_baseline_shapes(grid):
-    assert R.baseline_schedule(grid, 10, "uniform").indices.tolist() == [99, 89, 79, 69, 59, 50, 40, 30, 20, 10, -1]
-    q = np.asarray(R.baseline_schedule(grid, 10, "quadratic").indices)
-    assert np.all(np.diff(q)[1:] >= np.diff(q)[:-1])  # steps shrink toward the data
-    lam = grid.log_snr
-    lg = np.asarray(R.baseline_schedule(grid, 10, "logsnr").indices)[:-1]
-    dl = np.diff(lam[lg])
-    assert dl.std() / dl.mean() < 0.25  # nearly even in half-log-SNR (up to grid snapping)
+def test_from_times_and_from_lambdas():
+    edm = R.NoiseSchedule.edm()
+    s = R.Schedule.from_times(edm, [80.0, 10.0, 1.0, 0.1])
+    np.testing.assert_allclose(s.model_times, [80.0, 10.0, 1.0, 0.1], rtol=1e-12)
+    assert np.isposinf(s.lam[-1]) and s.method == "custom"
+    with pytest.raises(ScheduleError, match="range"):
+        R.Schedule.from_times(edm, [100.0, 1.0])  # beyond sigma_max
+    with pytest.raises(ScheduleError, match="strictly increasing"):
+        R.Schedule.from_lambdas(edm, [0.0, -1.0, np.inf])
+    with pytest.raises(ScheduleError, match="end at clean data"):
+        R.Schedule.from_lambdas(edm, [0.0, 1.0])
+    with pytest.raises(ScheduleError, match="NaN"):
+        R.Schedule.from_lambdas(edm, [0.0, np.nan, np.inf])
+    with pytest.raises(ScheduleError, match="range"):
+        R.Schedule.from_lambdas(edm, [-np.inf, 1.0, np.inf])  # EDM does not reach pure noise
+    R.Schedule.from_lambdas(R.NoiseSchedule.flow(), [-np.inf, 1.0, np.inf])  # flow does
 
 
 def test_rounding_keeps_paths_strictly_decreasing():
@@ -42,16 +112,43 @@ def test_json_round_trip(tmp_path, grid):
     s = R.Schedule.from_indices(grid, [99, 40, 12, 3, -1], method="rbe", tau=0.25, info={"samples_used": 7})
     p = s.save(tmp_path / "s.json")
     d = json.loads(p.read_text())
-    assert d["indices"] == [99, 40, 12, 3, -1] and d["nfe"] == 4 and d["tau"] == 0.25
-    t = R.Schedule.load(p, grid)
-    for f in ("indices", "timesteps", "alpha_bar"):
-        np.testing.assert_array_equal(getattr(t, f), getattr(s, f))
-    assert t.method == "rbe" and t.tau == 0.25 and t.info == {"samples_used": 7}
+    assert d["version"] == 2 and d["indices"] == [99, 40, 12, 3, -1] and d["nfe"] == 4 and d["tau"] == 0.25
+    assert d["log_snr"][-1] == "inf" and d["grid"]["origin"] == {"kind": "linear", "T": 1000, "beta_start": 1e-4, "beta_end": 0.02, "K": 100}
+    for t in (R.Schedule.load(p, grid), R.Schedule.load(p)):  # the grid is rebuilt from its origin
+        assert t == s and t.meta == s.meta
+        assert t.method == "rbe" and t.tau == 0.25 and t.info == {"samples_used": 7}
     assert not list(tmp_path.glob("*.tmp"))
+    for ns in (R.NoiseSchedule.flow(time_scale=1000.0), R.NoiseSchedule.edm(), R.NoiseSchedule.ve().respace(100)):
+        c = R.baseline_schedule(ns, 6, "uniform")
+        back = R.Schedule.load(c.save(tmp_path / "c.json"))
+        assert back == c and back.noise_schedule == ns
+
+
+def test_version_one_files_still_load(tmp_path, grid, linear):
+    """The shipped schedule files were written by the integer-grid core (version 1): they
+    load, with the grid given or found later, and sample as before."""
+    from rbe_jax.checkpoint import pretrained_path
+
+    f = pretrained_path("digits") / "schedules" / "rbe_nfe10.json"
+    assert json.loads(f.read_text())["version"] == 1
+    bare = R.Schedule.load(f)
+    assert bare.nfe == 10 and bare.meta.noise_schedule is None
+    with pytest.raises(ScheduleError, match="loaded without its noise schedule"):
+        bare.noise_schedule
+    s = R.Schedule.load(f, grid)
+    assert s == bare.on(grid) and s.indices.tolist() == json.loads(f.read_text())["indices"]
+    np.testing.assert_array_equal(np.asarray(s.lam)[:-1], grid.log_snr[s.indices[:-1]])
+    with pytest.raises(ScheduleError, match="made for grid"):
+        R.Schedule.load(f, linear.respace(50))
+    d = json.loads(f.read_text())
+    d["alpha_bar"][1] *= 1.001  # still increasing, but not the grid's value
+    (tmp_path / "v1.json").write_text(json.dumps(d))
+    with pytest.raises(ScheduleError, match="alpha_bar does not match the grid"):
+        R.Schedule.load(tmp_path / "v1.json", grid)
 
 
 def test_load_errors(tmp_path, grid, linear):
-    s = R.baseline_schedule(grid, 5, "uniform")
+    s = R.Schedule.from_indices(grid, [99, 60, 30, 10, 2, -1])
     p = s.save(tmp_path / "s.json")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         R.Schedule.load(tmp_path / "missing.json")
@@ -62,20 +159,29 @@ def test_load_errors(tmp_path, grid, linear):
     with pytest.raises(ScheduleError, match="not an rbe_jax schedule"):
         R.Schedule.load(p)
     d = s.to_dict()
-    d["indices"] = [99, 50, 60, 10, -1, -1][: len(d["indices"])]
+    d["indices"] = [99, 50, 60, 10, 2, -1]
     p.write_text(json.dumps(d))
     with pytest.raises(ScheduleError, match="strictly decreasing"):
+        R.Schedule.load(p)
+    d = s.to_dict()
+    d["log_snr"][2], d["log_snr"][1] = d["log_snr"][1], d["log_snr"][2]
+    p.write_text(json.dumps(d))
+    with pytest.raises(ScheduleError, match="strictly increasing"):
         R.Schedule.load(p)
     s.save(p)
     with pytest.raises(ScheduleError, match="made for grid"):
         R.Schedule.load(p, linear.respace(50))
     with pytest.raises(ScheduleError, match="made for grid"):
         R.Schedule.load(p, R.NoiseSchedule.cosine(1000).respace(100))
-    d = s.to_dict()
-    d["alpha_bar"][1] *= 1.001  # still increasing, but not the grid's value
-    p.write_text(json.dumps(d))
-    with pytest.raises(ScheduleError, match="alpha_bar does not match the grid"):
-        R.Schedule.load(p, grid)
+    c = R.baseline_schedule(linear, 5, "uniform").save(tmp_path / "c.json")
+    R.Schedule.load(c, linear.respace(50))  # off the grid: any grid of the process
+    with pytest.raises(ScheduleError, match="made for noise process"):
+        R.Schedule.load(c, R.NoiseSchedule.cosine(1000))
+    d = json.loads(c.read_text())
+    d["version"] = 7
+    c.write_text(json.dumps(d))
+    with pytest.raises(ScheduleError, match="unsupported schedule version 7"):
+        R.Schedule.load(c)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +193,7 @@ def test_bad_indices(grid, indices, msg):
         R.Schedule.from_indices(grid, indices)
 
 
-@pytest.mark.parametrize("nfe, err", [(0, ValueError), (101, ValueError), (2.5, TypeError)])
+@pytest.mark.parametrize("nfe, err", [(0, ValueError), (-2, ValueError), (2.5, TypeError)])
 def test_bad_nfe(grid, nfe, err):
     with pytest.raises(err, match="nfe"):
         R.baseline_schedule(grid, nfe, "uniform")
@@ -96,23 +202,52 @@ def test_bad_nfe(grid, nfe, err):
 def test_unknown_kind(grid):
     with pytest.raises(ValueError, match="unknown baseline"):
         R.baseline_schedule(grid, 5, "cosine")
+    with pytest.raises(ValueError, match="rho and shift"):
+        R.baseline_schedule(grid, 5, "karras", rho=0.0)
 
 
 def test_schedule_is_immutable(grid):
     s = R.baseline_schedule(grid, 5, "uniform")
     with pytest.raises(AttributeError):
-        s.indices = None
+        s.lam = None
 
 
-def test_schedule_equality_is_real_but_never_keys_jit(grid, mixture, noise8):
+def test_metadata_compares_by_value_and_survives_jit(grid):
     a, b = R.baseline_schedule(grid, 6, "uniform"), R.baseline_schedule(grid, 6, "uniform")
     q = R.baseline_schedule(grid, 6, "quadratic")
+    karras = R.baseline_schedule(grid, 6, "karras")
     assert a == b and a.meta == b.meta and a != q and a.meta != q.meta
-    relabelled = R.Schedule.from_indices(grid, a.indices, method="custom", info={"note": "same steps"})
-    assert relabelled != a and relabelled.meta.info == {"note": "same steps"}
+    relabelled = R.Schedule.from_lambdas(grid, a.lam, method="custom", info={"note": "same steps"})
+    assert relabelled != a and relabelled.info == {"note": "same steps"}
     moved = jax.tree_util.tree_map(lambda v: v, relabelled)  # metadata travels with the pytree
     assert moved.meta == relabelled.meta
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(q)  # one jit cache entry
+    ident = jax.jit(lambda s: s)
+    assert ident(a).method == "uniform"
+    out = ident(karras)  # a schedule of the same length traced before must not lend its metadata
+    assert out.method == "karras" and out.meta == karras.meta
+    np.testing.assert_allclose(out.lam, karras.lam, rtol=1e-6)  # float32 under jit
+
+
+def test_gradients_with_respect_to_the_times(mixture, linear, noise8):
+    """The times are a float leaf: jax.grad through the sampler is finite, nonzero and
+    matches central finite differences."""
+    base = R.baseline_schedule(linear, 6, "logsnr")
+    target = R.rbe_sample(mixture, noise8, R.baseline_schedule(linear, 40, "logsnr"), R.dpmpp2m())
+
+    def loss(lam_inner):
+        lam = jnp.concatenate([jnp.asarray(base.lam[:1]), lam_inner, jnp.asarray([jnp.inf])])
+        x = R.rbe_sample(mixture, noise8, R.Schedule.from_lambdas(linear, lam), R.unipc())
+        return jnp.mean((x - target) ** 2)
+
+    inner = jnp.asarray(base.lam[1:-1], jnp.float32)
+    g = np.asarray(jax.grad(loss)(inner))
+    assert np.all(np.isfinite(g)) and np.all(g != 0)
+    for i in range(inner.size):
+        e = jnp.zeros_like(inner).at[i].set(1e-2)
+        fd = (float(loss(inner + e)) - float(loss(inner - e))) / 2e-2
+        assert g[i] == pytest.approx(fd, rel=0.1, abs=1e-5), (i, g[i], fd)
+    whole = jax.grad(lambda s: jnp.mean(R.rbe_sample(mixture, noise8, s, R.unipc())))(base)
+    assert isinstance(whole, R.Schedule) and np.all(np.isfinite(np.asarray(whole.lam)[1:-1]))
 
 
 def test_written_files_get_the_usual_permissions(grid, tmp_path):

@@ -5,6 +5,7 @@ Public names are re-exported here; each concept lives in the module named for it
 
 from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
 from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
+from .checks import ModelCheck, PredictionMismatch, check_model
 from .checkpoint import CheckpointError, load_denoiser, load_model, load_pretrained, model_info, save_model
 from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
 from .models import (
@@ -36,6 +37,8 @@ __all__ = [
     "BASELINES",
     "BackwardError",
     "CheckpointError",
+    "ModelCheck",
+    "PredictionMismatch",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ClipDenoised",
@@ -54,6 +57,7 @@ __all__ = [
     "backward_error",
     "baseline_schedule",
     "calibrate",
+    "check_model",
     "classifier_guidance",
     "clip_denoised",
     "continuous_time_model",

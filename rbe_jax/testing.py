@@ -230,9 +230,13 @@ def _solve(diffrax, vf, t0, t1, y0, rtol, atol, max_steps):
     return sol.ys[-1]
 
 
-def ode_solution(gm: GaussianMixture, x, lam_from: float, *, rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 200_000):
+def ode_solution(gm: GaussianMixture, x, lam_from: float, lam_to: float = math.inf, *, rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 200_000):
     """The probability-flow ODE of ``gm`` from half-log-SNR ``lam_from`` (``-inf`` allowed:
     pure noise) to clean data, solved to tight tolerance with diffrax (Dopri8) in float64.
+
+    With a finite ``lam_to`` the solve stops there and returns the exact denoiser's x0 at
+    that point: the clean endpoint of a model trained down to ``lam_to`` only (every
+    sampler's last step to clean data is that jump), i.e. the sampler's own target.
 
     In the VP scaling, ``d(x / sigma) / d(e^lam) = x0`` and ``d(x / alpha) / d(e^-lam) =
     eps``: the first form is integrated from ``e^lam_from`` up to ``e^0 = 1`` when the start
@@ -242,12 +246,13 @@ def ode_solution(gm: GaussianMixture, x, lam_from: float, *, rtol: float = 1e-10
     Args:
       gm: the mixture (float64-capable).
       x: ``(B, ...)`` starting samples at ``lam_from``, VP scaling.
+      lam_to: where the ODE solve stops (``+inf``: clean data, the exact ODE endpoint).
     Returns:
       ``(B, ...)`` float64 endpoints at clean data.
     """
     diffrax = _diffrax()
     x = jnp.asarray(x, jnp.float64)
-    lam_from = float(lam_from)
+    lam_from, lam_to = float(lam_from), float(lam_to)
     if lam_from < 0.0:  # w = x / sigma, r = e^lam: dw/dr = x0(sigma w, log r)
         def vf_low(r, w, args):
             lam = jnp.log(r)
@@ -262,9 +267,12 @@ def ode_solution(gm: GaussianMixture, x, lam_from: float, *, rtol: float = 1e-10
         alpha = 1.0 / jnp.sqrt(1.0 + s * s)
         return gm.denoise_at(alpha * y, -jnp.log(s))[0]
 
-    s0 = math.exp(-lam_from)
+    s0, s1 = math.exp(-lam_from), math.exp(-lam_to)
     alpha0 = 1.0 / math.sqrt(1.0 + s0 * s0)
-    return _solve(diffrax, vf_high, s0, 0.0, x / alpha0, rtol, atol, max_steps)
+    y = _solve(diffrax, vf_high, s0, s1, x / alpha0, rtol, atol, max_steps)
+    if s1 == 0.0:
+        return y
+    return gm.denoise_at(y / math.sqrt(1.0 + s1 * s1), lam_to)[1]
 
 
 def reference_ode_solution(eps_at, x, a_from, *, rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 200_000):

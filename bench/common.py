@@ -95,3 +95,28 @@ def rmse_and_median(x, ref) -> tuple[float, float]:
     """RMSE over all samples, and the median per-sample RMSE (the typical sample)."""
     per = per_sample_rmse(x, ref)
     return float(np.sqrt(np.mean(per**2))), float(np.median(per))
+
+
+def python_loop(model, schedule: R.Schedule, solver="ddim"):
+    """``run(noise)``: the sampler written as a Python loop of jitted steps (one dispatch per
+    step), the yardstick of the scan's overhead."""
+    import jax.numpy as jnp
+
+    solver = R.solvers.get_solver(solver)
+    den = R.models.as_denoiser(model, schedule.noise_schedule)
+    pts = R.schedule.schedule_points(schedule, jnp.float32)
+    steps = R.sampler.step_times(pts)
+
+    @jax.jit
+    def one(x, state, i):
+        pred = den(x, R.noise.Point(*(v[i] for v in pts)))
+        return solver.step(state, x, pred, R.solvers.StepTimes(*(v[i] for v in steps)))
+
+    def run(noise):
+        x = noise if den.process.family == "vp" else noise * pts.sigma[0]
+        state = solver.init(x)
+        for i in range(schedule.nfe):
+            x, state = one(x, state, i)
+        return x
+
+    return run

@@ -54,7 +54,7 @@ def main():
             p = clf.features_and_probs(x)[1]
             ok = (p.argmax(1) == y) & (p.max(1) >= 0.9)
             hits = [float(ok[y == k].mean()) for k in range(10)]
-            rows.append(dict(guidance=w, schedule=kind, per_label=hits, mean=float(np.mean(hits)), indices=np.asarray(sched.indices).tolist()))
+            rows.append(dict(guidance=w, schedule=kind, per_label=hits, mean=float(np.mean(hits)), model_times=np.round(sched.model_times, 3).tolist()))
             print(rows[-1])
     meta = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}", n=args.n)
     Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))

@@ -27,6 +27,15 @@ models):
 - flow: Euler with SD3's shift 3 (diffusers' FlowMatchEulerDiscrete), Euler uniform, Heun
   shift (FlowMatchHeun), 2M and UniPC shift (diffusers' flow-matching multistep solvers).
 
+With the ``peers`` extra (PyTorch and diffusers), the diffusers schedulers of the same methods
+run on the same model and noise: FlowMatchEulerDiscrete (shift 3), and UniPC and DPM-Solver++
+with flow sigmas (shift 3) for the flow model; EDMEuler and EDMDPMSolverMultistep (Karras
+rho = 7) for the EDM model.  diffusers' flow schedulers apply the shift to an already shifted
+training ``sigma_min`` (their last point is ``t = 0.0089`` at shift 3, ours ``0.0030``), so
+the cross-check runs our solvers on the points (and, for EDM, the start scale
+``sqrt(sigma_max^2 + 1)``) diffusers used and prints the largest difference (their flow UniPC
+and DPM-Solver++ feed the network rounded timesteps, so those differ by more).
+
 Ours: UniPC and DPM-Solver++ 2M on a schedule optimized for them (``R.optimize_schedule`` on
 the family's 1,000-point grid from the calibration noise, reference = the float64 solve of
 that noise), the recommended configuration being optimized UniPC; UniPC on the fixed
@@ -115,6 +124,49 @@ def _heun(den, z, pts: Point, flow: bool):
 _heun_jit = jax.jit(_heun, static_argnames=("flow",))
 
 
+def diffusers_peers(name, user_model, noise, nfe):
+    """``{label: (samples, the model times of the points its solver stepped through)}`` of
+    diffusers' PyTorch schedulers on the family ``name`` (flow or EDM; the network stays in
+    JAX), or ``{}`` without diffusers.  (diffusers' flow UniPC and DPM-Solver++ feed the
+    network the rounded timestep of each point.)"""
+    try:
+        import torch
+        from diffusers import DPMSolverMultistepScheduler, EDMDPMSolverMultistepScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    except ImportError:
+        return {}
+    net = jax.jit(lambda x, t: user_model(x, jnp.full((x.shape[0],), t, x.dtype)))
+    if name == "flow":
+        makers = {
+            "diffusers FlowMatchEuler shift 3": lambda: FlowMatchEulerDiscreteScheduler(shift=3.0),
+            "diffusers UniPC flow shift 3": lambda: UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
+            "diffusers DPM-Solver++ 2M flow shift 3": lambda: DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
+        }
+    elif name == "edm":
+        makers = {"diffusers EDMEuler Karras": lambda: EDMEulerScheduler(), "diffusers EDMDPMSolverMultistep 2M Karras": lambda: EDMDPMSolverMultistepScheduler()}
+    else:
+        return {}
+    out = {}
+    for label, make in makers.items():
+        sch = make()
+        sch.set_timesteps(nfe)
+        x = torch.from_numpy(np.asarray(noise, np.float32)) * float(getattr(sch, "init_noise_sigma", 1.0))
+        for t in sch.timesteps:
+            if name == "flow":
+                y = torch.from_numpy(np.asarray(net(jnp.asarray(x.numpy()), float(t))))
+            else:  # EDM: the network F such that diffusers' preconditioning gives our denoiser D
+                sch.scale_model_input(x, t)
+                sigma = float(sch.sigmas[sch.step_index])
+                d = torch.from_numpy(np.asarray(net(jnp.asarray(x.numpy()), sigma)))
+                sd = float(sch.config.sigma_data)
+                c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2) ** 0.5
+                y = (d - c_skip * x) / c_out
+            x = sch.step(y, t, x).prev_sample
+        sig = sch.sigmas.numpy().astype(np.float64)[:-1]
+        start = float(getattr(sch, "init_noise_sigma", 1.0)) / (1.0 if name == "flow" else float(sig[0]))  # EDM: sqrt(sigma_max^2 + 1)
+        out[label] = (x.numpy(), 1000.0 * sig if name == "flow" else sig, start)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
@@ -150,6 +202,13 @@ def main():
             rows.append(dict(nfe=nfe, nfe_used=nfe_used, sampler=label, group=group, rmse=float(np.sqrt(mse.mean())), median=float(np.sqrt(np.median(mse))), mse=mse))
 
         for nfe in args.nfe:
+            for label, (x, visited, start) in diffusers_peers(name, base.as_family(ns, pred), test, nfe).items():
+                score(label, "standard", x, nfe, nfe)
+                same = R.Schedule.from_times(ns, visited)  # our solver of the same method on diffusers' points and start
+                solver = "ddim" if "Euler" in label else "unipc" if "UniPC" in label else "dpmpp2m"
+                ours = np.asarray(R.rbe_sample(model, test * start, same, solver))
+                rows[-1]["cross_check_max_abs"] = float(np.max(np.abs(ours - x)))
+                print(f"  {label}: ours on the same points, max |difference| {rows[-1]['cross_check_max_abs']:.2e}", flush=True)
             for label, solver, kind in STANDARD[name]:
                 if solver == "heun":
                     steps = (nfe + 1) // 2

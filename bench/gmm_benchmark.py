@@ -27,6 +27,7 @@ import numpy as np
 import rbe_jax as R
 from rbe_jax.metrics import frechet_distance
 from rbe_jax.solvers import get_solver
+from common import python_loop
 
 KINDS = ["uniform", "quadratic", "logsnr", "rbe"]
 SOLVERS = ["ddim", "dpmpp2m"]
@@ -103,17 +104,7 @@ def main():
 
     # timing: scan sampler vs a per-step Python loop of jitted steps, at NFE 10
     sched10 = R.baseline_schedule(grid, 10, "logsnr")
-    ddim = get_solver("ddim")
-
-    @jax.jit
-    def one_step(x, t, a, an):
-        eps = gm32(x, jnp.full((x.shape[0],), t, jnp.int32))
-        return ddim.step((), x, eps, a, an)[0]
-
-    def loop(x):
-        for i in range(sched10.nfe):
-            x = one_step(x, int(sched10.timesteps[i]), float(sched10.alpha_bar[i]), float(sched10.alpha_bar[i + 1]))
-        return x
+    loop = python_loop(gm32, sched10, "ddim")
 
     timing = {}
     for B in ([64, 512] if args.quick else [64, 512, 4096]):

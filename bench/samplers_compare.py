@@ -34,6 +34,7 @@ from rbe_jax.checkpoint import load_model_info, pretrained_path
 from rbe_jax.data import load_digits
 from rbe_jax.metrics import frechet_distance, train_digit_classifier
 from rbe_jax.solvers import get_solver
+from common import python_loop
 
 
 def best_time(fn, repeats=5):
@@ -137,22 +138,6 @@ def diffusers_python_loop(model, noise, nfe):
     return run
 
 
-def python_loop(model, noise, sched):
-    ddim = get_solver("ddim")
-
-    @jax.jit
-    def one(x, t, a, an):
-        return ddim.step((), x, model(x, jnp.full((x.shape[0],), t, jnp.int32)), a, an)[0]
-
-    def run():
-        x = noise
-        for i in range(sched.nfe):
-            x = one(x, int(sched.timesteps[i]), float(sched.alpha_bar[i]), float(sched.alpha_bar[i + 1]))
-        return x
-
-    return run
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=256, help="samples for the quality rows")
@@ -198,7 +183,8 @@ def main():
     for nfe in (10, 20):
         sched = R.baseline_schedule(grid, nfe, "uniform")
         t_scan = best_time(lambda: sample(model, xb, sched))
-        t_loop = best_time(python_loop(model, xb, sched))
+        run = python_loop(model, sched)
+        t_loop = best_time(lambda: run(xb))
         t_dfori = best_time(diffusers_fori(model, xb, nfe))
         t_dloop = best_time(diffusers_python_loop(model, xb, nfe))
         speed.append(dict(nfe=nfe, batch=B, scan_ms=1e3 * t_scan, loop_ms=1e3 * t_loop, diffusers_fori_ms=1e3 * t_dfori, diffusers_loop_ms=1e3 * t_dloop))
@@ -218,10 +204,12 @@ def main():
     t_one = best_time(lambda: sample(model, calib_noise, s10), repeats=2)
     calibration = dict(batch=256, nfe=10, calibrate_s=t_cal, sample_s=t_one, ratio=t_cal / t_one, runs=s10.info["search_runs"], evals=s10.info["calibration_evals"])
     memory = []
-    ext, ts = jnp.asarray(grid.alpha_bar_ext, jnp.float32), jnp.asarray(grid.timesteps, jnp.int32)
+    ext = jnp.asarray(grid.alpha_bar_ext, jnp.float32)
+    pts = R.noise.Point(*(jnp.asarray(v, jnp.float32) for v in grid.grid_points()))
+    den = R.models.as_denoiser(model, grid)
     for b in (64, 256, 1024):
         x = jax.ShapeDtypeStruct((b, *info.image_shape), jnp.float32)
-        m = _adaptive_loop_jit.lower(model, ext, ts, x, 1.0, 22).compile().memory_analysis()
+        m = _adaptive_loop_jit.lower(den, ext, pts, x, grid.K - 1, 1.0, 22).compile().memory_analysis()
         memory.append(dict(batch=b, temp_mib=m.temp_size_in_bytes / 2**20, argument_mib=m.argument_size_in_bytes / 2**20, output_mib=m.output_size_in_bytes / 2**20))
     print(calibration, memory)
 

@@ -30,7 +30,7 @@ from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
 from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp3m, unipc
 from . import testing
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AdaptivePaths",

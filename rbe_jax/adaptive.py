@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import check_noise, compute_dtype, nonfinite_rows, per_sample, place_model
+from ._batch import compute_dtype, nonfinite_rows, per_sample
 from .backward_error import backward_error, check_tau, step_size
-from .models import X0_AT_PURE_NOISE, Prediction, as_denoiser
+from .models import Prediction
 from .noise import NoiseSchedule, Point
+from .sampler import prepare_denoiser
 from .solvers import DPMState, StepTimes, ddim_update, dpmpp2m
 
 __all__ = ["AdaptivePaths", "adaptive_paths", "local_error_paths"]
@@ -222,21 +223,14 @@ def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
     if not isinstance(grid, NoiseSchedule):
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     check_tau(threshold)
-    noise = check_noise(noise)
     max_steps = grid.K if max_steps is None else int(max_steps)
     if not 1 <= max_steps <= grid.K:
         raise ValueError(f"max_steps must satisfy 1 <= max_steps <= K = {grid.K} (no path is longer), got {max_steps}")
-    den = as_denoiser(model, grid)
-    if grid.alpha_bar[-1] == 0.0:
-        if den.prediction not in X0_AT_PURE_NOISE:
-            raise ValueError(
-                f"the grid's noisiest point is pure noise (alpha = 0), where a {den.prediction!r} model gives no "
-                f"data prediction: use a model that predicts one of {X0_AT_PURE_NOISE}"
-            )
-        if grid.K < 3:
-            raise ValueError("a grid that starts at pure noise needs K >= 3 points")
+    den, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
+    if grid.alpha_bar[-1] == 0.0 and grid.K < 3:
+        raise ValueError("a grid that starts at pure noise needs K >= 3 points")
     pts = Point(*(jnp.asarray(v, compute_dtype(noise.dtype)) for v in grid.grid_points()))
-    return place_model(den, noise), noise, max_steps, pts
+    return den, noise, max_steps, pts
 
 
 def _flag_start(res: AdaptivePaths, bad: jax.Array, K: int) -> AdaptivePaths:

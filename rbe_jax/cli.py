@@ -433,6 +433,7 @@ def cmd_info(args) -> int:
             architecture=info.architecture,
             config=info.config.to_dict(),
             noise_schedule=info.noise_schedule_spec,
+            prediction=info.prediction,
             image_shape=list(info.image_shape),
             param_count=info.param_count,
             meta=info.meta,

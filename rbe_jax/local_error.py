@@ -18,7 +18,7 @@ import numpy as np
 
 from ._batch import compute_dtype
 from .noise import NoiseSchedule, Point
-from .sampler import _scan_jit, prepare_sampling
+from .sampler import _scan_jit, prepare_denoiser, prepare_sampling
 from .schedule import Schedule, check_nfe, grid_schedule
 from .solvers import dpmpp2m
 
@@ -129,8 +129,7 @@ def local_error_schedule(
       ``local_error`` (the minimised sum), ``model_evals`` (per sample) and ``batch``.
     """
     nfe = check_nfe(nfe, grid.K)
-    probe = grid_schedule(grid, 1)
-    den, noise, _ = prepare_sampling(model, noise, probe)  # the same checks as the solve
+    den, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
     solve_evals = 0
     if kept is None:
         steps = accurate_steps(grid, steps)

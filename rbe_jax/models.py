@@ -164,6 +164,26 @@ class _InternalForm:
     model's native prediction)."""
 
 
+class _OnInternalForm(_InternalForm):
+    """A wrapper of a model in the internal form (its ``model``): the same process and
+    prediction."""
+
+    @property
+    def process(self):
+        return self.model.process
+
+    @property
+    def prediction(self):
+        return self.model.prediction
+
+
+def _coeffs(pt: Point, x: jax.Array):
+    """``(alpha, sigma, scale)`` of ``pt`` in the compute dtype, shaped to broadcast against
+    ``x`` ``(B, ...)``."""
+    cdt = compute_dtype(x.dtype)
+    return tuple(per_sample(jnp.asarray(v, cdt), x) for v in (pt.alpha, pt.sigma, pt.scale))
+
+
 class Denoiser(_InternalForm, struct.PyTreeNode):
     """A user's model in the internal form: ``denoiser(x_vp, point) -> Prediction``.
 
@@ -204,7 +224,7 @@ class Denoiser(_InternalForm, struct.PyTreeNode):
         """The :class:`Prediction` of the model's output ``out`` at ``x_vp``."""
         cdt = compute_dtype(x.dtype)
         xc = x.astype(cdt)
-        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
+        alpha, sigma, scale = _coeffs(pt, x)
         p = self.prediction
         if p == "eps":  # eps as the model gave it: the backward error differentiates it as is
             return Prediction(eps=out, x0=(xc - sigma * out.astype(cdt)) / alpha)
@@ -213,7 +233,6 @@ class Denoiser(_InternalForm, struct.PyTreeNode):
             return Prediction(eps=(xc - alpha * o) / sigma, x0=o)
         if p == "v":
             return Prediction(eps=sigma * xc + alpha * o, x0=alpha * xc - sigma * o)
-        scale = per_sample(jnp.asarray(pt.scale, cdt), x)
         if p == "score":
             eps = -(sigma * scale) * o
             return Prediction(eps=eps, x0=(xc - sigma * eps) / alpha)
@@ -306,7 +325,7 @@ def continuous_time_model(fn, noise_schedule: NoiseSchedule, params: Any = None)
 
 
 # ---------------------------------------------------------------------------- on the internal form
-class ClipDenoised(_InternalForm, struct.PyTreeNode):
+class ClipDenoised(_OnInternalForm, struct.PyTreeNode):
     """x0 clipping (the reference's ``clip_denoised``) on the internal form.
 
     The prediction's x0 is clipped to ``[lo, hi]`` (or, with ``dynamic_quantile``, thresholded
@@ -321,17 +340,8 @@ class ClipDenoised(_InternalForm, struct.PyTreeNode):
     hi: float = struct.field(pytree_node=False, default=1.0)
     dynamic_quantile: float | None = struct.field(pytree_node=False, default=None)
 
-    @property
-    def process(self):
-        return self.model.process
-
-    @property
-    def prediction(self):
-        return self.model.prediction
-
     def __call__(self, x, pt: Point) -> Prediction:
-        cdt = compute_dtype(x.dtype)
-        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
+        alpha, sigma, _ = _coeffs(pt, x)
         x0 = self.model(x, pt).x0
         if self.dynamic_quantile is None:
             x0 = jnp.clip(x0, self.lo, self.hi)
@@ -339,10 +349,10 @@ class ClipDenoised(_InternalForm, struct.PyTreeNode):
             flat = jnp.abs(x0).reshape(x0.shape[0], -1)
             s = per_sample(jnp.maximum(jnp.quantile(flat, self.dynamic_quantile, axis=1), 1.0), x)
             x0 = jnp.clip(x0, -s, s) / s
-        return Prediction(eps=(x.astype(cdt) - alpha * x0) / sigma, x0=x0)
+        return Prediction(eps=(x.astype(x0.dtype) - alpha * x0) / sigma, x0=x0)
 
 
-class ClassifierGuidance(_InternalForm, struct.PyTreeNode):
+class ClassifierGuidance(_OnInternalForm, struct.PyTreeNode):
     """Classifier guidance (the reference's ``cond_fn``) on the internal form: ``eps <- eps -
     sigma_f * scale * g`` with ``g = cond_fn(x_f, t)`` the gradient of ``log p(y | x_f, t)``
     in the model's own scaling and time (the label closed over by ``cond_fn``)."""
@@ -351,18 +361,9 @@ class ClassifierGuidance(_InternalForm, struct.PyTreeNode):
     cond_fn: Any = None
     scale: float = 1.0
 
-    @property
-    def process(self):
-        return self.model.process
-
-    @property
-    def prediction(self):
-        return self.model.prediction
-
     def __call__(self, x, pt: Point) -> Prediction:
         cdt = compute_dtype(x.dtype)
-        alpha, sigma = per_sample(jnp.asarray(pt.alpha, cdt), x), per_sample(jnp.asarray(pt.sigma, cdt), x)
-        scale = per_sample(jnp.asarray(pt.scale, cdt), x)
+        alpha, sigma, scale = _coeffs(pt, x)
         grad = Denoiser(net=self.cond_fn, process=self.process).raw(x, pt).astype(cdt)
         eps = self.model(x, pt).eps.astype(cdt) - sigma * scale * self.scale * grad
         return Prediction(eps=eps, x0=(x.astype(cdt) - sigma * eps) / alpha)

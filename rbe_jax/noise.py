@@ -411,8 +411,7 @@ class _Flow(_Process):
         return {"kind": "flow", "t_min": self.t_min, "time_scale": self.time_scale}
 
     def default_grid(self, N):
-        t = np.arange(1, N + 1) / N
-        t = np.maximum(t, self.t_min)
+        t = self.t_min + (1.0 - self.t_min) * np.arange(N) / (N - 1)  # t_min .. 1 (1/N, 2/N, .. 1 by default)
         with np.errstate(divide="ignore"):
             lam = np.log1p(-t) - np.log(t)
         return lam, self.time_scale * t

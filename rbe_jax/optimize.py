@@ -24,7 +24,7 @@ from ._batch import compute_dtype
 from ._progress import progress_reporter
 from .local_error import accurate_steps, local_error_schedule, trajectory
 from .noise import NoiseSchedule
-from .sampler import _scan_jit, prepare_sampling, rbe_sample
+from .sampler import _scan_jit, prepare_denoiser, rbe_sample
 from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
 from .solvers import Solver, dpmpp2m, get_solver
 
@@ -179,7 +179,7 @@ def optimize_schedule(
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     nfe = check_nfe(nfe, grid.K)
     solver = get_solver(solver)
-    model, noise, _ = prepare_sampling(model, noise, grid_schedule(grid, 1))
+    model, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
     candidates = _valid_kinds(grid) if candidates is None else tuple(candidates)
     unknown = [c for c in candidates if c not in BASELINES]
     if unknown:

@@ -52,7 +52,7 @@ def sample_job(
     """Samples ``n`` images in shards of ``batch`` into ``out_dir``; resumes a stopped job.
 
     Args:
-      model: ``model(x, t) -> eps`` (a pytree model: the shard sampler is jit-compiled once).
+      model: the model (see :func:`rbe_jax.rbe_sample`; a pytree model: the shard sampler is jit-compiled once).
       schedule: the fixed schedule to sample on.
       n: total samples; batch: samples per shard (the last shard may be smaller).
       out_dir: created if needed; holds ``shard_00000.npz`` ... and ``manifest.json``.

@@ -10,11 +10,11 @@ import numpy as np
 
 from ._batch import check_noise, compute_dtype, nonfinite_rows, place_model, raise_nonfinite
 from .models import X0_AT_PURE_NOISE, Prediction, as_denoiser
-from .noise import Point
+from .noise import NoiseSchedule, Point
 from .schedule import Schedule, schedule_points
 from .solvers import Solver, StepTimes, get_solver
 
-__all__ = ["rbe_sample", "step_times", "prepare_sampling"]
+__all__ = ["rbe_sample", "step_times", "prepare_denoiser", "prepare_sampling"]
 
 
 class _Carry(NamedTuple):
@@ -78,26 +78,32 @@ def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array 
 _scan_jit = jax.jit(_scan, static_argnames=("n_kept",))
 
 
-def prepare_sampling(model, noise, schedule: Schedule):
-    """The public edge of every sampling entry point: ``(model in the internal form, placed
-    next to the noise; the checked noise; the schedule's points in the compute dtype)``.
+def prepare_denoiser(model, noise, noise_schedule: NoiseSchedule, lam0):
+    """The public edge of every entry point that samples: ``(model in the internal form,
+    placed next to the noise; the checked noise)``; ``lam0`` is where sampling starts
+    (checked when concrete: a pure-noise start needs a model that predicts x0 there).
 
     Raises:
-      TypeError, ValueError: a bad schedule, noise or model (a model that cannot start from
-        the schedule's pure-noise first point, one wrapped for another noise process).
+      TypeError, ValueError: bad noise or model (one wrapped for another noise process, one
+        that cannot start from pure noise).
     """
+    noise = check_noise(noise)
+    den = as_denoiser(model, noise_schedule)
+    if not isinstance(lam0, jax.core.Tracer) and np.isneginf(float(lam0)) and den.prediction not in X0_AT_PURE_NOISE:
+        raise ValueError(
+            f"sampling starts at pure noise (alpha = 0), where a {den.prediction!r} model gives no "
+            f"data prediction: use a model that predicts one of {X0_AT_PURE_NOISE} (as_model(..., prediction=...)) "
+            "or a schedule (grid) that starts below pure noise"
+        )
+    return place_model(den, noise), noise
+
+
+def prepare_sampling(model, noise, schedule: Schedule):
+    """:func:`prepare_denoiser` for ``schedule``, and its points in the compute dtype."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be an rbe_jax.Schedule, got {type(schedule).__name__}")
-    noise = check_noise(noise)
-    den = as_denoiser(model, schedule.noise_schedule)
-    lam = schedule.lam
-    if not isinstance(lam, jax.core.Tracer) and np.isneginf(np.asarray(lam, np.float64)[0]) and den.prediction not in X0_AT_PURE_NOISE:
-        raise ValueError(
-            f"the schedule starts at pure noise (alpha = 0), where a {den.prediction!r} model gives no "
-            f"data prediction: use a model that predicts one of {X0_AT_PURE_NOISE} (as_model(..., prediction=...)) "
-            "or a schedule that starts below pure noise"
-        )
-    return place_model(den, noise), noise, schedule_points(schedule, compute_dtype(noise.dtype))
+    den, noise = prepare_denoiser(model, noise, schedule.noise_schedule, schedule.lam[0])
+    return den, noise, schedule_points(schedule, compute_dtype(noise.dtype))
 
 
 def rbe_sample(

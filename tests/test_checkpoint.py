@@ -124,6 +124,8 @@ def _edit_config(path, edit):
         (lambda d: d.update(version=7), "unsupported model format version 7"),
         (lambda d: d["config"].update(depth=3), "unknown UNetConfig fields"),
         (lambda d: d["noise_schedule"].update(kind="sigmoid"), "unknown noise schedule kind 'sigmoid'"),
+        (lambda d: d["noise_schedule"].update(beta_end=-1.0), "betas must be finite"),
+        (lambda d: d.update(prediction="noise"), "unknown prediction 'noise'"),
     ],
 )
 def test_config_problems_are_named(saved, edit, msg):
@@ -131,6 +133,27 @@ def test_config_problems_are_named(saved, edit, msg):
     _edit_config(path, edit)
     with pytest.raises(CheckpointError, match=msg):
         load_model(path)
+
+
+def test_any_family_and_prediction_round_trips(tmp_path):
+    """A model directory records its noise process and prediction; load_denoiser restores the
+    network already wrapped with them (here a flow model fed 1000 t, velocity)."""
+    m = _random_tiny()
+    spec = {"kind": "flow", "time_scale": 1000.0, "t_min": 1e-3, "N": 1000}
+    path = save_model(tmp_path / "flow", m, noise_schedule_spec=spec, prediction="velocity", meta={"grid_K": 50})
+    info = R.model_info(path)
+    assert info.prediction == "velocity" and info.noise_schedule == R.NoiseSchedule.flow(time_scale=1000.0)
+    assert info.default_grid == R.NoiseSchedule.flow(time_scale=1000.0).respace(50)
+    den = R.load_denoiser(path)
+    assert isinstance(den, R.Denoiser) and den.prediction == "velocity" and den.process == info.noise_schedule.process
+    noise = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    x = R.rbe_sample(den, noise, R.baseline_schedule(info.noise_schedule, 3, "shift"))
+    want = R.rbe_sample(R.as_model(m, prediction="velocity", noise_schedule=info.noise_schedule), noise, R.baseline_schedule(info.noise_schedule, 3, "shift"))
+    np.testing.assert_array_equal(x, want)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        save_model(tmp_path / "bad", m, noise_schedule_spec=spec, prediction="noise")
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        R.load_denoiser(path, label=3)
 
 
 def test_restored_arrays_are_uncommitted_unless_a_sharding_is_given(saved):

@@ -288,3 +288,21 @@ def test_default_uses_the_shipped_optimized_schedule(tmp_path, capsys):
     assert "optimized schedule, nfe=5, solver=unipc" in line
     assert main(["sample", "--nfe", "5", "--n", "4", "--schedule", "rbe", "--solver", "ddim", "--out", str(out)]) == 0
     assert "rbe schedule, nfe=5, solver=ddim" in capsys.readouterr().out
+
+
+def test_the_shipped_flow_model(tmp_path, capsys, monkeypatch):
+    """``--checkpoint digits_flow``: the rectified-flow model with its optimized UniPC
+    schedule, SD3's Euler with shift, and its RBE schedule; ``info`` names its process."""
+    monkeypatch.chdir(tmp_path)
+    npz = tmp_path / "f.npz"
+    assert main(["sample", "--checkpoint", "digits_flow", "--nfe", "10", "--n", "4", "--out", "f.png", "--npz", str(npz)]) == 0
+    assert "optimized schedule, nfe=10, solver=unipc" in capsys.readouterr().out
+    d = np.load(npz)
+    assert np.isneginf(d["log_snr"][0]) and d["model_times"][0] == 1000.0  # from pure noise, fed 1000 t
+    assert main(["sample", "--checkpoint", "digits_flow", "--nfe", "6", "--schedule", "shift", "--solver", "ddim", "--n", "2", "--out", "f.png"]) == 0
+    assert "shift schedule, nfe=6, solver=ddim" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", "digits_flow", "--nfe", "8", "--schedule", "rbe", "--n", "2", "--out", "f.png"]) == 0
+    assert "rbe schedule, nfe=8" in capsys.readouterr().out
+    assert main(["info", "digits_flow"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["noise_schedule"]["kind"] == "flow" and out["prediction"] == "velocity"

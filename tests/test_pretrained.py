@@ -110,3 +110,37 @@ def test_shipped_optimized_schedules(solver):
         s = R.Schedule.load(path / "schedules" / f"optimized_nfe{nfe}_{solver}.json", info.noise_schedule)
         assert s.nfe == nfe and s.method == "optimized" and s.info["solver"] == solver
         assert s.info["rmse"] <= s.info["start_rmse"] == s.info["candidates"][s.info["start"]]  # never worse than its start
+
+
+def test_shipped_flow_model_samples_look_like_digits():
+    """digits_flow, rectified flow fed 1000 t: at 10 NFE on its shipped UniPC schedule the
+    samples are recognised as digits as often as the digits model's are (the same criterion)."""
+    pytest.importorskip("sklearn")
+    from rbe_jax.data import load_digits
+    from rbe_jax.metrics import train_digit_classifier
+
+    info = R.model_info("digits_flow")
+    assert info.prediction == "velocity" and info.noise_schedule == R.NoiseSchedule.flow(time_scale=1000.0)
+    model = R.load_denoiser("digits_flow")
+    noise = jax.random.normal(jax.random.key(11), (48, 16, 16, 1))
+    R.check_model(model, info.noise_schedule, noise)  # its label fits
+    s = R.Schedule.load(pretrained_path("digits_flow") / "schedules" / "optimized_nfe10_unipc.json", info.noise_schedule)
+    assert s.nfe == 10 and s.method == "optimized" and np.isneginf(np.asarray(s.lam)[0])  # from pure noise
+    samples = np.asarray(jax.jit(R.rbe_sample)(model, noise, s, R.unipc()))
+    assert np.all(np.isfinite(samples))
+    x, y = load_digits(16)
+    clf = train_digit_classifier(x, y, steps=300)
+    conf = clf.features_and_probs(samples)[1].max(1)
+    blobs = np.asarray(jax.random.uniform(jax.random.key(1), (48, 16, 16, 1), minval=-1, maxval=1))
+    assert (conf >= 0.9).mean() >= 0.5
+    assert (conf >= 0.9).mean() > (clf.features_and_probs(blobs)[1].max(1) >= 0.9).mean() + 0.3
+
+
+@pytest.mark.parametrize("nfe", [5, 8, 10, 15, 20])
+def test_shipped_flow_schedules(nfe):
+    path = pretrained_path("digits_flow") / "schedules"
+    info = R.model_info("digits_flow")
+    rbe = R.Schedule.load(path / f"rbe_nfe{nfe}.json", info.default_grid)
+    assert rbe.nfe == nfe and rbe.indices[:2].tolist() == [99, 98]  # every path leaves pure noise by one exact step
+    opt = R.Schedule.load(path / f"optimized_nfe{nfe}_unipc.json", info.noise_schedule)
+    assert opt.nfe == nfe and opt.info["solver"] == "unipc" and opt.info["rmse"] <= opt.info["start_rmse"]

@@ -170,7 +170,7 @@ def main():
     if args.flax_only:  # the subprocess: diffusers 0.39 on the path
         import diffusers
 
-        samples = {f"{name}|{nfe}": x for nfe in args.nfe for name, x in run_flax(model, full, test, nfe).items()}
+        samples = {f"{sampler}|{nfe}": x for nfe in args.nfe for sampler, x in run_flax(model, full, test, nfe).items()}
         np.savez(args.flax_only, version=diffusers.__version__, **samples)
         return
 
@@ -181,16 +181,16 @@ def main():
     rows, check = [], []
     for nfe in args.nfe:
         samples, visited = run_torch(model, full, test, nfe)
-        for name, x in samples.items():
-            rows.append(dict(nfe=nfe, sampler=f"diffusers {diffusers.__version__} {name}", **dict(zip(("rmse", "median"), rmse_and_median(x, ref)))))
+        for sampler, x in samples.items():  # (not `name`: the model's name goes into the results)
+            rows.append(dict(nfe=nfe, sampler=f"diffusers {diffusers.__version__} {sampler}", **dict(zip(("rmse", "median"), rmse_and_median(x, ref)))))
             print(rows[-1], flush=True)
         check += same_timesteps_check(model, full, test, nfe, samples, visited)
         print(check[-3:], flush=True)
     if args.flax_diffusers:
         samples, version = flax_in_subprocess(args, args.flax_diffusers)
         for key, x in samples.items():
-            name, nfe = key.split("|")
-            rows.append(dict(nfe=int(nfe), sampler=f"diffusers {version} {name}", **dict(zip(("rmse", "median"), rmse_and_median(x, ref)))))
+            sampler, nfe = key.split("|")
+            rows.append(dict(nfe=int(nfe), sampler=f"diffusers {version} {sampler}", **dict(zip(("rmse", "median"), rmse_and_median(x, ref)))))
             print(rows[-1], flush=True)
     ddim = []
     for steps in DDIM_STEPS:

@@ -65,6 +65,12 @@ def _np(xp) -> bool:
     return xp is np
 
 
+def _table(values, like, xp):
+    """A host table as an array of ``like``'s floating dtype (float64 on the host)."""
+    dtype = np.float64 if xp is np else xp.result_type(like, np.float32)
+    return xp.asarray(np.asarray(values, np.float64), dtype=dtype)
+
+
 def log_alpha_sigma(lam, xp=np):
     """``(log alpha_vp, log sigma_vp)`` of ``lam``, finite at ``lam = -inf`` / ``+inf`` for
     the one that is not zero there."""
@@ -176,7 +182,7 @@ class _TableProcess(_Process):
         fin = self._finite()
         n = fin.size
         # lam decreases with t: interpolate on the reversed (increasing) table
-        t = xp.interp(lam, xp.asarray(fin[::-1]), xp.asarray(np.arange(n - 1, -1, -1, dtype=np.float64)))
+        t = xp.interp(lam, _table(fin[::-1], lam, xp), _table(np.arange(n - 1, -1, -1), lam, xp))
         if self.zero_terminal:  # between the last finite entry and pure noise: linear in alpha
             la, _ = log_alpha_sigma(xp.minimum(lam, fin[-1]), xp)
             a_last = math.sqrt(self.alpha_bar[-2])
@@ -187,7 +193,7 @@ class _TableProcess(_Process):
     def time_to_lam(self, t, xp=np):
         fin = self._finite()
         n = fin.size
-        lam = xp.interp(t, xp.asarray(np.arange(n, dtype=np.float64)), xp.asarray(fin))
+        lam = xp.interp(t, _table(np.arange(n), t, xp), _table(fin, t, xp))
         if self.zero_terminal:
             a = math.sqrt(self.alpha_bar[-2]) * (1.0 - (xp.minimum(t, float(n)) - (n - 1)))
             a = xp.clip(a, 0.0, 1.0)

@@ -88,7 +88,7 @@ def _info_json(info: dict | None) -> str:
 
 def _host(ns: NoiseSchedule | None, lam) -> tuple | None:
     """``(lam, *Point)`` of concrete times, as tuples of floats (see :attr:`ScheduleMeta.host`)."""
-    if ns is None or isinstance(lam, jax.core.Tracer):
+    if ns is None or lam is None or isinstance(lam, jax.core.Tracer):
         return None
     lam = np.asarray(lam, np.float64)
     return tuple(tuple(float(v) for v in np.broadcast_to(a, lam.shape)) for a in (lam, *ns.points(lam)))
@@ -131,10 +131,11 @@ class Schedule(struct.PyTreeNode, eq=False):
         """A schedule from its half-log-SNR values ``(m + 1,)`` (the last ``+inf``).  A traced
         ``lam`` (inside ``jax.grad``, say) is taken as is; a concrete one is validated."""
         _check_ns(noise_schedule)
-        if not isinstance(lam, jax.core.Tracer):
-            lam = np.asarray(lam, np.float64)
-        s = cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))
-        return s if isinstance(lam, jax.core.Tracer) else s.validate()
+        if isinstance(lam, jax.core.Tracer):
+            return cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))
+        lam = np.asarray(lam, np.float64)
+        cls(lam, _meta(noise_schedule, method, None, tau=tau, info=info)).validate()  # before any table is made of it
+        return cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))
 
     @classmethod
     def from_times(cls, noise_schedule: NoiseSchedule, times, *, method: str = "custom", info=None) -> "Schedule":

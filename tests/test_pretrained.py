@@ -1,4 +1,6 @@
-"""The shipped digits model and its schedules."""
+"""The shipped digits models and their schedules."""
+
+import functools
 
 import jax
 import numpy as np
@@ -19,6 +21,17 @@ def test_shipped_model_is_small_and_complete():
         pretrained_path("cifar")
 
 
+@functools.cache
+def _classifier():
+    """The evaluation classifier, trained once for this file's tests."""
+    pytest.importorskip("sklearn")
+    from rbe_jax.data import load_digits
+    from rbe_jax.metrics import train_digit_classifier
+
+    x, y = load_digits(16)
+    return train_digit_classifier(x, y, steps=300)
+
+
 @pytest.mark.parametrize("nfe", [5, 8, 10, 15, 20])
 def test_shipped_schedules_fit_the_model_grid(nfe):
     path = pretrained_path("digits")
@@ -28,12 +41,7 @@ def test_shipped_schedules_fit_the_model_grid(nfe):
 
 
 def test_shipped_model_samples_look_like_digits():
-    pytest.importorskip("sklearn")
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
-
-    x, y = load_digits(16)
-    clf = train_digit_classifier(x, y, steps=300)
+    clf = _classifier()
     path = pretrained_path("digits")
     grid = load_model_info(path).default_grid
     model = R.load_pretrained("digits")
@@ -49,12 +57,7 @@ def test_shipped_model_samples_look_like_digits():
 
 
 def test_shipped_conditional_model_follows_its_labels():
-    pytest.importorskip("sklearn")
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
-
-    x, y = load_digits(16)
-    clf = train_digit_classifier(x, y, steps=300)
+    clf = _classifier()
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
     assert info.config.num_classes == 10
@@ -115,10 +118,6 @@ def test_shipped_optimized_schedules(solver):
 def test_shipped_flow_model_samples_look_like_digits():
     """digits_flow, rectified flow fed 1000 t: at 10 NFE on its shipped UniPC schedule the
     samples are recognised as digits as often as the digits model's are (the same criterion)."""
-    pytest.importorskip("sklearn")
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
-
     info = R.model_info("digits_flow")
     assert info.prediction == "velocity" and info.noise_schedule == R.NoiseSchedule.flow(time_scale=1000.0)
     model = R.load_denoiser("digits_flow")
@@ -128,8 +127,7 @@ def test_shipped_flow_model_samples_look_like_digits():
     assert s.nfe == 10 and s.method == "optimized" and np.isneginf(np.asarray(s.lam)[0])  # from pure noise
     samples = np.asarray(jax.jit(R.rbe_sample)(model, noise, s, R.unipc()))
     assert np.all(np.isfinite(samples))
-    x, y = load_digits(16)
-    clf = train_digit_classifier(x, y, steps=300)
+    clf = _classifier()
     conf = clf.features_and_probs(samples)[1].max(1)
     blobs = np.asarray(jax.random.uniform(jax.random.key(1), (48, 16, 16, 1), minval=-1, maxval=1))
     assert (conf >= 0.9).mean() >= 0.5

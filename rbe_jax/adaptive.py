@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._batch import compute_dtype, nonfinite_rows, per_sample
 from .backward_error import backward_error, check_tau, step_size

@@ -27,7 +27,7 @@ import numpy as np
 from flax import struct
 
 from ._io import read_json, write_json
-from .noise import NoiseSchedule, Point, _TableProcess
+from .noise import NoiseSchedule, Point
 
 __all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError", "schedule_points"]
 
@@ -308,7 +308,7 @@ class Schedule(struct.PyTreeNode, eq=False):
             "method": m.method,
             "nfe": self.nfe,
             "noise_process": ns.spec(),
-            "grid": {"K": m.K, "N": m.T, "fingerprint": m.grid_fingerprint, "origin": _origin(ns)},
+            "grid": {"K": m.K, "N": m.T, "fingerprint": m.grid_fingerprint, "origin": ns.origin},
             "log_snr": [_num(v) for v in self._host_lam()],
             "model_times": [float(v) for v in self.model_times],
             "indices": None if m.indices is None else list(m.indices),
@@ -357,11 +357,6 @@ class Schedule(struct.PyTreeNode, eq=False):
 def _num(v: float):
     """A float for JSON: infinities as the strings ``"inf"`` / ``"-inf"`` (JSON has none)."""
     return float(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-
-
-def _origin(ns: NoiseSchedule) -> dict | None:
-    """How to rebuild ``ns`` from its JSON: the constructor's arguments, when known."""
-    return ns.origin
 
 
 def _missing(d: dict, required) -> None:

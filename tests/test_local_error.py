@@ -4,7 +4,6 @@ a start of optimize_schedule."""
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -152,7 +152,7 @@ def check_model(model, noise_schedule: NoiseSchedule, noise, *, samples: int = 1
         raise ValueError("check_model needs at least 2 noise samples")
     lo, hi = noise_schedule.lam_range
     lam = float(np.clip(PROBE_LAMBDA, lo if math.isfinite(lo) else -np.inf, hi))
-    labels = tuple(p for p in PREDICTIONS if p != "velocity" or den.process.velocity_coeffs(np.asarray(0.5)) is not None)
+    labels = tuple(p for p in PREDICTIONS if p != "velocity" or den.process.has_velocity)
     cdt = compute_dtype(noise.dtype)
     run_lam = np.append(np.linspace(lam, min(4.0, hi), RUN_STEPS), np.inf)
     run = Point(*(jnp.asarray(v, cdt) for v in noise_schedule.points(run_lam)))

@@ -250,7 +250,7 @@ class Denoiser(_InternalForm, struct.PyTreeNode):
 def _check_prediction(prediction: str, process: _Process) -> None:
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    if prediction == "velocity" and process.velocity_coeffs(np.asarray(0.5)) is None:
+    if prediction == "velocity" and not process.has_velocity:
         raise ValueError(
             "prediction='velocity' needs a continuous-time process (flow, vp_continuous, ve, edm); "
             "a discrete table has no time derivative"

@@ -101,6 +101,11 @@ class _Process:
         the velocity ``d x_t / dt``; ``None`` when the process has no derivative."""
         return None
 
+    @property
+    def has_velocity(self) -> bool:
+        """Whether a model of this process may predict the velocity (a time derivative exists)."""
+        return self.velocity_coeffs(np.asarray(0.5)) is not None
+
     def scale(self, lam, xp=np):
         """``sqrt(alpha_f^2 + sigma_f^2)`` as a function of ``lam`` (see :class:`Point`)."""
         la, ls = log_alpha_sigma(lam, xp)

@@ -20,7 +20,7 @@ ZTSNR = R.NoiseSchedule.from_betas(np.r_[np.linspace(1e-4, 0.02, 999), 1.0])
 
 
 def _predictions(ns):
-    return [p for p in R.PREDICTIONS if p != "velocity" or ns.process.velocity_coeffs(np.asarray(0.5)) is not None]
+    return [p for p in R.PREDICTIONS if p != "velocity" or ns.process.has_velocity]
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def python_loop(model, schedule: R.Schedule, solver="ddim"):
         return solver.step(state, x, pred, R.solvers.StepTimes(*(v[i] for v in steps)))
 
     def run(noise):
-        x = noise if den.process.family == "vp" else noise * pts.sigma[0]
+        x = den.process.start(noise, pts.sigma[0])
         state = solver.init(x)
         for i in range(schedule.nfe):
             x, state = one(x, state, i)

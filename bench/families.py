@@ -115,7 +115,7 @@ def _heun(den, z, pts: Point, flow: bool):
         d1 = slope(from_u(u + (t1 - t) * d, i + 1), i + 1)
         return from_u(u + (t1 - t) * 0.5 * (d + d1), i + 1), None
 
-    x = z if den.process.family == "vp" else z * pts.sigma[0]
+    x = den.process.start(z, pts.sigma[0])
     x, _ = jax.lax.scan(step, x, jnp.arange(m - 1))
     return to_u(x, m - 1) - time_of(m - 1) * slope(x, m - 1)  # the last step to clean data: Euler
 

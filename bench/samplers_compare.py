@@ -209,7 +209,7 @@ def main():
     den = R.models.as_denoiser(model, grid)
     for b in (64, 256, 1024):
         x = jax.ShapeDtypeStruct((b, *info.image_shape), jnp.float32)
-        m = _adaptive_loop_jit.lower(den, ext, pts, x, grid.K - 1, 1.0, 22).compile().memory_analysis()
+        m = _adaptive_loop_jit.lower(den, pts, x, grid.K - 1, ext, 1.0, 22).compile().memory_analysis()
         memory.append(dict(batch=b, temp_mib=m.temp_size_in_bytes / 2**20, argument_mib=m.argument_size_in_bytes / 2**20, output_mib=m.output_size_in_bytes / 2**20))
     print(calibration, memory)
 

@@ -107,16 +107,13 @@ def _start(model, pts: Point, noise: jax.Array, pure: bool):
     """``(x, non-finite rows)``: the noise scaled to the process's prior at the grid's
     noisiest point and, if that point is pure noise (``pure``), moved one exact step to grid
     point ``K - 2``."""
-    K = pts.lam.shape[0]
-    x = noise
-    if model.process.family != "vp":
-        x = (noise.astype(pts.sigma.dtype) * pts.sigma[K - 1]).astype(noise.dtype)
+    x = model.process.start(noise, pts.sigma[-1])
     if not pure:
         return x, jnp.zeros((noise.shape[0],), bool)
     return _leave_pure_noise(model, pts, x)
 
 
-def _adaptive_loop(model, alpha_bar_ext, pts: Point, x, start, tau, max_steps) -> AdaptivePaths:
+def _adaptive_loop(model, pts: Point, x, start, alpha_bar_ext, tau, max_steps) -> AdaptivePaths:
     """The jitted core.  Every argument but the model's structure is traced, so one
     compilation serves every threshold and step cap for a given (model, grid size, batch
     shape, dtype); ``paths`` has room for the longest possible path, ``(B, K + 1)``.  ``x``:
@@ -205,15 +202,7 @@ def adaptive_paths(
     model, noise, max_steps, pts = _checked(model, grid, noise, tau, max_steps)
     ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
     cap = jnp.asarray(max_steps, jnp.int32)
-
-    pure = bool(grid.alpha_bar[-1] == 0.0)
-
-    def run(z):
-        x, bad = _start_jit(model, pts, z, pure)
-        res = _adaptive_loop_jit(model, ext, pts, x, jnp.int32(grid.K - 1 - pure), tau, cap)
-        return _flag_start(res, bad, grid.K)
-
-    return _chunked(run, noise, chunk_size, max_steps)
+    return _run(_adaptive_loop_jit, model, grid, pts, noise, chunk_size, max_steps, ext, tau, cap)
 
 
 def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
@@ -232,12 +221,21 @@ def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
     return den, noise, max_steps, pts
 
 
-def _flag_start(res: AdaptivePaths, bad: jax.Array, K: int) -> AdaptivePaths:
-    """Records a non-finite step out of pure noise as step 0 at grid index ``K - 1``."""
-    return res._replace(
-        nonfinite_step=jnp.where(bad, 0, res.nonfinite_step),
-        nonfinite_index=jnp.where(bad, K - 1, res.nonfinite_index),
-    )
+def _run(loop, model, grid: NoiseSchedule, pts: Point, noise, chunk_size, max_steps, *args) -> AdaptivePaths:
+    """Either rule's jitted ``loop(model, pts, x, start, *args)`` over the batch in chunks,
+    each chunk started by :func:`_start`; a non-finite step out of pure noise is recorded as
+    step 0 at grid index ``K - 1``."""
+    pure = bool(grid.alpha_bar[-1] == 0.0)
+
+    def run(z):
+        x, bad = _start_jit(model, pts, z, pure)
+        res = loop(model, pts, x, jnp.int32(grid.K - 1 - pure), *args)
+        return res._replace(
+            nonfinite_step=jnp.where(bad, 0, res.nonfinite_step),
+            nonfinite_index=jnp.where(bad, grid.K - 1, res.nonfinite_index),
+        )
+
+    return _chunked(run, noise, chunk_size, max_steps)
 
 
 def _chunked(run, noise: jax.Array, chunk_size: int | None, max_steps: int) -> AdaptivePaths:
@@ -457,11 +455,4 @@ def local_error_paths(
     model, noise, max_steps, pts = _checked(model, grid, noise, tol, max_steps)
     cap = jnp.asarray(max_steps, jnp.int32)
     iters = jnp.asarray(8 * max_steps + 16, jnp.int32)  # every step ends within a few trials
-    pure = bool(grid.alpha_bar[-1] == 0.0)
-
-    def run(z):
-        x, bad = _start_jit(model, pts, z, pure)
-        res = _local_error_loop_jit(model, pts, x, jnp.int32(grid.K - 1 - pure), tol, cap, iters)
-        return _flag_start(res, bad, grid.K)
-
-    return _chunked(run, noise, chunk_size, max_steps)
+    return _run(_local_error_loop_jit, model, grid, pts, noise, chunk_size, max_steps, tol, cap, iters)

@@ -143,6 +143,12 @@ class _Process:
             return xp.ones_like(lam0)
         return xp.exp(log_alpha_sigma(lam0, xp)[1])
 
+    def start(self, noise, sigma0):
+        """The sampler's first state ``x_vp`` from standard-normal ``noise`` at a point whose
+        VP sigma is ``sigma0`` (:meth:`prior_std`'s rule), in the noise's dtype: the noise itself
+        for VP models, ``sigma0 * noise`` otherwise."""
+        return noise if self.family == "vp" else (noise * sigma0).astype(noise.dtype)
+
     def points(self, lam, xp=np) -> Point:
         """The :class:`Point` of each ``lam`` (NumPy float64 on the host with ``xp=np``, or
         traced with ``xp=jax.numpy``)."""
@@ -234,26 +240,46 @@ class _TableProcess(_Process):
         )
 
 
-def _vp_lam(log_alpha, xp):
-    """``lam`` from ``log alpha`` of a VP process (``alpha^2 + sigma^2 = 1``)."""
-    return log_alpha - 0.5 * xp.log(-xp.expm1(2.0 * log_alpha))
+class _VPContinuous(_Process):
+    """A continuous-time VP process given by ``log alpha(t)`` and its derivative on ``[t_min,
+    t_max]`` (``alpha^2 + sigma^2 = 1``); subclasses define ``_log_alpha``, ``_dlog_alpha``,
+    ``lam_to_time`` and ``spec``."""
+
+    family = "vp"
+
+    def time_to_lam(self, t, xp=np):
+        la = self._log_alpha(t, xp)
+        return la - 0.5 * xp.log(-xp.expm1(2.0 * la))
+
+    def velocity_coeffs(self, t, xp=np):
+        la = self._log_alpha(t, xp)
+        a = xp.exp(la)
+        da = a * self._dlog_alpha(t, xp)
+        return da, -a * da / xp.sqrt(-xp.expm1(2.0 * la))
+
+    @property
+    def lam_range(self):
+        return float(self.time_to_lam(self.t_max)), float(self.time_to_lam(self.t_min))
+
+    def default_grid(self, N):
+        t = self.t_min + (self.t_max - self.t_min) * np.arange(N) / (N - 1)
+        return self.time_to_lam(t), t
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _VPLinear(_Process):
+class _VPLinear(_VPContinuous):
     """score_sde's VP SDE: ``log alpha(t) = -(beta_max - beta_min) t^2 / 4 - beta_min t / 2``."""
 
     beta_min: float
     beta_max: float
     t_min: float
     t_max: float
-    family = "vp"
 
     def _log_alpha(self, t, xp):
         return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def time_to_lam(self, t, xp=np):
-        return _vp_lam(self._log_alpha(t, xp), xp)
+    def _dlog_alpha(self, t, xp):
+        return -0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min
 
     def lam_to_time(self, lam, xp=np):
         # DPM-Solver's inverse_lambda, written to stay accurate for small t
@@ -261,64 +287,33 @@ class _VPLinear(_Process):
         delta = self.beta_min**2 + tmp
         return tmp / (xp.sqrt(delta) + self.beta_min) / (self.beta_max - self.beta_min)
 
-    def velocity_coeffs(self, t, xp=np):
-        la = self._log_alpha(t, xp)
-        a = xp.exp(la)
-        da = a * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
-        s = xp.sqrt(-xp.expm1(2.0 * la))
-        return da, -a * da / s
-
-    @property
-    def lam_range(self):
-        return float(self.time_to_lam(self.t_max)), float(self.time_to_lam(self.t_min))
-
     def spec(self):
         return {"kind": "vp_linear", "beta_min": self.beta_min, "beta_max": self.beta_max, "t_min": self.t_min, "t_max": self.t_max}
 
-    def default_grid(self, N):
-        t = self.t_min + (self.t_max - self.t_min) * np.arange(N) / (N - 1)
-        return self.time_to_lam(t), t
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _VPCosine(_Process):
+class _VPCosine(_VPContinuous):
     """Improved DDPM's cosine schedule in continuous time:
     ``alpha(t) = cos((t + s)/(1 + s) pi/2) / cos(s/(1 + s) pi/2)``."""
 
     s: float
     t_min: float
     t_max: float
-    family = "vp"
 
     def _log_alpha(self, t, xp):
         f0 = math.log(math.cos(self.s / (1.0 + self.s) * math.pi / 2.0))
         return xp.log(xp.cos((t + self.s) / (1.0 + self.s) * math.pi / 2.0)) - f0
 
-    def time_to_lam(self, t, xp=np):
-        return _vp_lam(self._log_alpha(t, xp), xp)
+    def _dlog_alpha(self, t, xp):
+        return -xp.tan((t + self.s) / (1.0 + self.s) * math.pi / 2.0) * math.pi / (2.0 * (1.0 + self.s))
 
     def lam_to_time(self, lam, xp=np):
         la, _ = log_alpha_sigma(lam, xp)
         f0 = math.log(math.cos(self.s / (1.0 + self.s) * math.pi / 2.0))
         return 2.0 * (1.0 + self.s) / math.pi * xp.arccos(xp.exp(la + f0)) - self.s
 
-    def velocity_coeffs(self, t, xp=np):
-        u = (t + self.s) / (1.0 + self.s) * math.pi / 2.0
-        a = xp.exp(self._log_alpha(t, xp))
-        da = -a * xp.tan(u) * math.pi / (2.0 * (1.0 + self.s))
-        s = xp.sqrt(-xp.expm1(2.0 * self._log_alpha(t, xp)))
-        return da, -a * da / s
-
-    @property
-    def lam_range(self):
-        return float(self.time_to_lam(self.t_max)), float(self.time_to_lam(self.t_min))
-
     def spec(self):
         return {"kind": "vp_cosine", "s": self.s, "t_min": self.t_min, "t_max": self.t_max}
-
-    def default_grid(self, N):
-        t = self.t_min + (self.t_max - self.t_min) * np.arange(N) / (N - 1)
-        return self.time_to_lam(t), t
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -38,14 +38,6 @@ def step_times(pts: Point) -> StepTimes:
     )
 
 
-def _start(model, noise: jax.Array, pts: Point) -> jax.Array:
-    """Standard-normal ``noise`` scaled to the process's prior at the first point (VP
-    models: the noise itself; see :meth:`rbe_jax.NoiseSchedule.prior_std`)."""
-    if model.process.family == "vp":
-        return noise
-    return (noise.astype(pts.sigma.dtype) * pts.sigma[0]).astype(noise.dtype)
-
-
 def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array | None = None, n_kept: int = 0) -> _Carry:
     """The sampler: ``model`` in the internal form, ``pts`` the schedule's points in the
     compute dtype.  With ``n_kept > 0`` the state before step ``i`` is kept in
@@ -53,7 +45,7 @@ def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array 
     B = noise.shape[0]
     cdt = compute_dtype(noise.dtype)
     m = pts.lam.shape[0] - 1
-    x = _start(model, noise, pts)
+    x = model.process.start(noise, pts.sigma[0])
     here = Point(*(v[:-1] for v in pts))
     slots = jnp.full((m,), -1, jnp.int32) if slots is None else slots
 

@@ -138,19 +138,17 @@ class GaussianMixture(struct.PyTreeNode):
         a = jnp.broadcast_to(jnp.asarray(a, xf.dtype), (x.shape[0],))
         return self._posterior(xf, a, 1.0 - a)[0].reshape(x.shape)
 
-    def _at_time(self, xf: jax.Array, t: jax.Array):
-        """``(eps, x0, lam)`` at the native times ``t`` ``(B,)`` (VP scaling of ``xf``)."""
-        ns = self.noise_schedule
-        lam = ns.lam_of_time(t.astype(xf.dtype), jnp)
+    def _at_time(self, xf: jax.Array, t: jax.Array, lam: jax.Array):
+        """``(eps, x0)`` at the native times ``t`` ``(B,)`` (half-log-SNR ``lam``; VP scaling
+        of ``xf``)."""
         a, om = self._alpha_bar(lam)
-        proc = ns.process
+        proc = self.noise_schedule.process
         if isinstance(proc, _TableProcess):  # on a table entry: its own alpha-bar, as a table model
             table = jnp.asarray(proc.alpha_bar, xf.dtype)
             k = jnp.clip(jnp.round(t), 0, proc.T - 1).astype(jnp.int32)
             on = t == jnp.round(t)
             a, om = jnp.where(on, table[k], a), jnp.where(on, 1.0 - table[k], om)
-        eps, x0 = self._posterior(xf, a, om)
-        return eps, x0, lam
+        return self._posterior(xf, a, om)
 
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
         ns = self.noise_schedule
@@ -158,7 +156,7 @@ class GaussianMixture(struct.PyTreeNode):
         t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
         lam = ns.lam_of_time(t.astype(xf.dtype), jnp)
         scale = ns.process.scale(lam, jnp)[:, None]
-        eps, x0, lam = self._at_time(xf / scale, t)
+        eps, x0 = self._at_time(xf / scale, t, lam)
         p = self.prediction
         if p == "eps":
             out = eps

@@ -21,12 +21,14 @@ from .models import (
     clip_denoised,
     continuous_time_model,
 )
+from .learn import learn_schedule, schedule_stats
 from .local_error import local_error_schedule
 from .noise import NoiseSchedule
 from .optimize import optimize_schedule, reference_solution, schedule_error
 from .sampler import rbe_sample
 from .sample_job import sample_job
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
+from .teacher import ErrorStats, Teacher, make_teacher
 from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp3m, unipc
 from . import testing
 
@@ -37,6 +39,7 @@ __all__ = [
     "BASELINES",
     "BackwardError",
     "CheckpointError",
+    "ErrorStats",
     "ModelCheck",
     "PredictionMismatch",
     "ClassifierFreeGuidance",
@@ -50,6 +53,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "Solver",
+    "Teacher",
     "StepSize",
     "StepTimes",
     "adaptive_paths",
@@ -66,6 +70,8 @@ __all__ = [
     "dpmpp3m",
     "unipc",
     "field_coefficients",
+    "learn_schedule",
+    "make_teacher",
     "load_denoiser",
     "load_model",
     "load_pretrained",
@@ -76,6 +82,7 @@ __all__ = [
     "local_error_paths",
     "reference_solution",
     "schedule_error",
+    "schedule_stats",
     "rbe_sample",
     "sample_job",
     "save_model",

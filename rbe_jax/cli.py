@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-SCHEDULE_KINDS = ("auto", "rbe", "optimized", "uniform", "quadratic", "logsnr", "karras", "shift")
+SCHEDULE_KINDS = ("auto", "rbe", "learned", "optimized", "uniform", "quadratic", "logsnr", "karras", "shift")
 SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")  # rbe_jax.solvers.SOLVERS, without importing jax
 RULE_NAMES = ("backward_error", "local_error")  # rbe_jax.calibrate.RULES
 
@@ -94,8 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate", help="calibrate a schedule of exactly --nfe steps (RBE, or optimized for a solver)")
     c.add_argument("--nfe", type=_positive_int, required=True)
-    c.add_argument("--method", choices=("rbe", "optimized"), default="rbe", help="rbe: the RBE rule (default); optimized: minimise --solver's error on the calibration noise")
-    c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver an optimized schedule is made for (default unipc)")
+    c.add_argument(
+        "--method", choices=("rbe", "learned", "optimized"), default="rbe",
+        help="rbe: the RBE rule (default); learned: times learned by gradient for --solver (the recommended tuned schedule); optimized: coordinate moves on the training grid for --solver",
+    )
+    c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver a learned or optimized schedule is made for (default unipc)")
+    c.add_argument("--steps", type=_positive_int, default=100, help="--method learned: optimisation steps (default 100)")
+    c.add_argument("--teacher-steps", type=_positive_int, default=250, help="--method learned: steps of the accurate solve it matches (default 250)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
     c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
     c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
@@ -167,21 +172,9 @@ def _calibrate(model, grid, info, nfe, n, seed, tau=None, rule="backward_error")
 
 
 def _load_schedule(f: Path, info):
-    """A schedule file for this model: one made on its noise process, or a version-1 file
-    made on its calibration grid or its full training schedule."""
-    from .schedule import Schedule, ScheduleError
+    from .shipped import load_model_schedule
 
-    sched = Schedule.load(f)
-    if sched.meta.noise_schedule is None:
-        grids = (info.default_grid, info.noise_schedule)
-        grid = next((g for g in grids if g.fingerprint == sched.meta.grid_fingerprint), grids[0])
-        try:
-            return sched.on(grid)
-        except ScheduleError as e:
-            raise ScheduleError(f"{f}: {e}") from None
-    if sched.noise_schedule.process != info.noise_schedule.process:
-        raise ScheduleError(f"{f}: made for noise process {sched.noise_schedule.describe()}, not for this model's {info.noise_schedule.describe()}")
-    return sched
+    return load_model_schedule(f, info)
 
 
 def _guided_names(args) -> tuple[str, str]:
@@ -193,13 +186,14 @@ def _guided_names(args) -> tuple[str, str]:
 def _resolve_schedule(args, path, info, model):
     from .cache import cached_schedule_path
     from .schedule import BASELINES, baseline_schedule
+    from .shipped import shipped_schedule_file
 
     grid = info.default_grid
-    guided = "" if args.label is None else f"_w{args.guidance:g}"  # shipped per guidance weight, for any label
-    optimized = path / "schedules" / f"optimized_nfe{args.nfe}_{args.solver}{guided}.json"
+    w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
+    tuned = {k: shipped_schedule_file(path, k, args.nfe, args.solver, w) for k in ("learned", "optimized")}
     kind = args.schedule
     if kind == "auto":
-        kind = "optimized" if optimized.is_file() else "rbe"
+        kind = next((k for k, f in tuned.items() if f.is_file()), "rbe")
     if kind in BASELINES:
         try:
             return baseline_schedule(info.noise_schedule, args.nfe, kind)
@@ -225,14 +219,14 @@ def _resolve_schedule(args, path, info, model):
         sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
         sched.save(cached)
         return sched
-    if kind == "optimized":
-        if optimized.is_file():
-            return _load_schedule(optimized, info)
+    if kind in tuned:
+        if tuned[kind].is_file():
+            return _load_schedule(tuned[kind], info)
         cond = "" if args.label is None else f" and guidance {args.guidance:g}"
         make = "" if args.label is None else f" --label {args.label} --guidance {args.guidance:g}"
         raise CLIError(
-            f"no shipped optimized schedule for nfe={args.nfe}, solver {args.solver}{cond}: make one with "
-            f"`rbe-jax calibrate --method optimized --solver {args.solver} --nfe {args.nfe}{make} --out FILE.json` and pass --schedule FILE.json"
+            f"no shipped {kind} schedule for nfe={args.nfe}, solver {args.solver}{cond}: make one with "
+            f"`rbe-jax calibrate --method {kind} --solver {args.solver} --nfe {args.nfe}{make} --out FILE.json` and pass --schedule FILE.json"
         )
     f = Path(args.schedule)
     if f.suffix != ".json":
@@ -363,22 +357,43 @@ def cmd_calibrate(args) -> int:
 
     out = _check_output(args.out, "--out", (".json",))
     path, info, model = _load(args.checkpoint, args.label, args.guidance)
-    if args.method == "optimized":
-        from .optimize import optimize_schedule
-
-        if args.tau is not None or args.rule != "backward_error":
-            raise CLIError("--tau and --rule apply to --method rbe only")
+    if args.method != "rbe" and (args.tau is not None or args.rule != "backward_error"):
+        raise CLIError("--tau and --rule apply to --method rbe only")
+    if args.method != "rbe":
         grid = info.noise_schedule  # every training step is a candidate point
         if args.nfe > grid.K:
             raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K} training steps")
         noise = jax.random.normal(jax.random.key(args.seed), (args.n, *info.image_shape))
+        if args.method == "learned":
+            from .learn import learn_schedule
+            from .teacher import make_teacher
+
+            if args.teacher_steps > grid.K:
+                raise CLIError(f"--teacher-steps {args.teacher_steps} exceeds the model's {grid.K} training steps")
+            if args.n < 8:
+                raise CLIError(f"--n {args.n}: --method learned needs at least 8 calibration samples (a quarter is held out)")
+            _say(f"solving {args.n} calibration samples accurately ({args.teacher_steps} steps) ...")
+            teacher = make_teacher(model, grid, noise, args.teacher_steps)
+            sched = learn_schedule(model, grid, teacher, args.nfe, args.solver, steps=args.steps, progress=True)
+            i = sched.info
+            h = i["held_out"]
+            what = "learned" if i["selected"] == "learned" else f"{i['selected']} (the guard: {i['guard']})"
+            print(
+                f"wrote {sched.save(out)}: {what} for {args.solver}, nfe={sched.nfe}, model times={_times(sched)}; on {i['held_out_samples']} held-out samples "
+                f"RMSE {h['rmse']:.4g}, median {h['median']:.4g} (best fixed start {i['start']}: RMSE {i['candidates'][i['start']]['rmse']:.4g}, "
+                f"median {i['candidates'][i['start']]['median']:.4g}); {i['model_evals'] + i['teacher_evals']} model evaluations, {i['seconds'] + i['teacher_seconds']:.0f}s"
+            )
+            return 0
+        from .optimize import optimize_schedule
+
         sched = optimize_schedule(model, grid, noise, args.nfe, args.solver, progress=True)
         sched.save(out)
         i = sched.info
         print(
             f"wrote {out}: optimized for {args.solver}, nfe={sched.nfe}, model times={_times(sched)}, "
-            f"RMSE to a {i['reference_steps']}-step solve on the best {1 - i['trim']:.0%} of {i['batch']} calibration samples {i['rmse']:.4g} "
-            f"(best start: {i['start']}, {i['start_rmse']:.4g}); {i['model_evals']} model evaluations, {i['seconds']:.0f}s"
+            f"RMSE to a {i['reference_steps']}-step solve on the best {1 - i['trim']:.0%} of {i['batch']} fitted samples {i['rmse']:.4g} "
+            f"(best start: {i['start']}, {i['start_rmse']:.4g}); selected: {i['selected']}, held-out RMSE {i['held_out']['rmse']:.4g}; "
+            f"{i['model_evals']} model evaluations, {i['seconds']:.0f}s"
         )
         return 0
     grid = info.default_grid

@@ -23,10 +23,12 @@ import numpy as np
 from ._batch import compute_dtype
 from ._progress import progress_reporter
 from .local_error import accurate_steps, local_error_schedule, trajectory
+from .learn import schedule_stats
+from .teacher import ErrorStats, Teacher, make_teacher, pick_guarded, split
 from .noise import NoiseSchedule
 from .sampler import _scan_jit, prepare_denoiser, rbe_sample
-from .schedule import BASELINES, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
-from .solvers import Solver, dpmpp2m, get_solver
+from .schedule import BASELINES, valid_baselines, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
+from .solvers import Solver, get_solver
 
 __all__ = ["optimize_schedule", "reference_solution", "schedule_error"]
 
@@ -36,8 +38,7 @@ def reference_solution(model, grid: NoiseSchedule, noise: jax.Array, steps: int 
     ``steps`` (default ``min(K, 500)``) evenly spaced indices of ``grid``.  On a full
     1,000-step training table this agrees with a float64 adaptive solve to about 1e-4 on the
     exact Gaussian mixtures of ``rbe_jax.testing``."""
-    steps = accurate_steps(grid, steps)
-    return rbe_sample(model, noise, grid_schedule(grid, steps), dpmpp2m())
+    return make_teacher(model, grid, noise, steps).x
 
 
 def schedule_error(model, noise, reference, schedule: Schedule, solver, trim: float = 0.0) -> float:
@@ -74,16 +75,9 @@ def _on_grid(grid: NoiseSchedule, schedule: Schedule) -> np.ndarray:
     return np.append(posc, -1)
 
 
-def _valid_kinds(grid: NoiseSchedule) -> tuple[str, ...]:
-    """The baseline kinds that apply to ``grid``'s process."""
-    kinds = []
-    for kind in BASELINES:
-        try:
-            baseline_schedule(grid, 1, kind)
-        except ValueError:
-            continue
-        kinds.append(kind)
-    return tuple(kinds)
+def _held_stats(model, grid: NoiseSchedule, idx: np.ndarray, solver: Solver, held: Teacher) -> ErrorStats:
+    """The held-out statistics of the schedule ``idx`` on ``grid``."""
+    return schedule_stats(model, Schedule.from_indices(grid, idx), solver, held)
 
 
 def _move_sizes(K: int) -> list[int]:
@@ -109,6 +103,7 @@ def optimize_schedule(
     local_dp: bool = True,
     max_sweeps: int = 2,
     trim: float = 0.02,
+    validation: float | int | None = 0.25,
     full_rmse_cap: float = 1.05,
     progress: bool | Callable[[dict], None] = False,
 ) -> Schedule:
@@ -159,6 +154,12 @@ def optimize_schedule(
         carry most of the squared error, so an untrimmed objective fits those few samples
         (which does not carry over to fresh noise) instead of the typical one.
         ``bench/schedules_compare.py --trim 0`` measures the untrimmed objective.
+      validation: hold out the last samples of ``noise`` (a fraction in (0, 1) or a count;
+        ``None``: none) from steps 2 and 3, then judge on them (:func:`rbe_jax.teacher.pick_guarded`):
+        the optimized schedule is returned only when it is no worse there than the best of
+        its starts in RMSE and in median per-sample error; otherwise that
+        start is (``info["selected"]`` says which).  Coordinate moves on a few hundred samples
+        overfit them: this makes the result safe on fresh noise.
       full_rmse_cap: with ``trim > 0``, the untrimmed RMSE on the batch may exceed the
         lowest untrimmed RMSE among the candidates by at most this factor, at the start
         and after every move (so that trimming cannot buy typical-sample accuracy with
@@ -166,11 +167,13 @@ def optimize_schedule(
       progress: ``True`` for a tqdm bar over the stages (candidates, then each move
         size), or a callable receiving ``{"stage", "loss", "evals"}`` after each stage.
     Returns:
-      A :class:`Schedule` with ``method="optimized"`` and in ``info``: ``solver``,
+      A :class:`Schedule` with ``method="optimized"`` and in ``info``: with ``validation``,
+      ``selected``, ``guard`` (why), ``held_out`` (its :class:`rbe_jax.ErrorStats` there),
+      ``held_out_candidates`` and ``held_out_samples``; ``solver``,
       ``start`` (the winning candidate), ``start_rmse``, ``rmse`` (the objective on the
       calibration batch, ``trim`` applied), ``full_rmse`` (untrimmed), ``trim``,
       ``full_rmse_cap``,
-      ``candidates`` (their RMSEs), ``batch``, ``reference_steps`` (``None`` when
+      ``candidates`` (their RMSEs on the fitted samples), ``batch`` (fitted samples), ``reference_steps`` (``None`` when
       ``reference`` was given), ``trajectory_steps``, ``model_evals`` (per-sample model
       evaluations spent, accurate solve included) and ``seconds``.
     """
@@ -180,7 +183,7 @@ def optimize_schedule(
     nfe = check_nfe(nfe, grid.K)
     solver = get_solver(solver)
     model, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
-    candidates = _valid_kinds(grid) if candidates is None else tuple(candidates)
+    candidates = valid_baselines(grid) if candidates is None else tuple(candidates)
     unknown = [c for c in candidates if c not in BASELINES]
     if unknown:
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {sorted(BASELINES)}")
@@ -203,6 +206,12 @@ def optimize_schedule(
         if reference is None:
             reference, ref_steps = kept[2], steps
     cdt = compute_dtype(noise.dtype)
+    if validation is not None:  # hold the last samples out: the search never sees them
+        fit, held = split(B, validation)
+        held_teacher = Teacher(noise[held], reference[held], steps, 0, 0.0)
+        noise, reference, B = noise[fit], reference[fit], fit.size
+        if kept is not None:
+            kept = (kept[0], kept[1][:, fit], kept[2][fit])
 
     half = B // 2
 
@@ -259,8 +268,19 @@ def optimize_schedule(
     finally:
         close()
     scores = {k: v[0] for k, v in scored.items()}
+    guard = {}
+    if validation is not None:
+        on_held = {k: _held_stats(model, grid, v, solver, held_teacher) for k, v in starts.items()}
+        mine = _held_stats(model, grid, idx, solver, held_teacher)
+        evals += (len(starts) + 1) * nfe * int(held_teacher.noise.shape[0])
+        fallback, why = pick_guarded(mine, on_held)
+        if fallback is not None:
+            idx, mine = starts[fallback].copy(), on_held[fallback]
+        guard = dict(selected="optimized" if fallback is None else fallback, guard=why, held_out=mine.as_dict(),
+                     held_out_candidates={k: v.as_dict() for k, v in on_held.items()}, held_out_samples=int(held_teacher.noise.shape[0]))
     info = dict(
         solver=solver.name,
+        **guard,
         start=start,
         start_rmse=scores[start],
         rmse=best[0],

@@ -38,10 +38,13 @@ def step_times(pts: Point) -> StepTimes:
     )
 
 
-def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array | None = None, n_kept: int = 0) -> _Carry:
+def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array | None = None, n_kept: int = 0, remat: bool = False) -> _Carry:
     """The sampler: ``model`` in the internal form, ``pts`` the schedule's points in the
     compute dtype.  With ``n_kept > 0`` the state before step ``i`` is kept in
-    ``kept[slots[i]]`` (``slots[i] = -1``: not kept)."""
+    ``kept[slots[i]]`` (``slots[i] = -1``: not kept).  With ``remat``, each step is wrapped
+    in ``jax.checkpoint``: a gradient through the scan then stores one carry per step and
+    recomputes the step's activations, so its memory does not grow with the network's
+    activations times NFE."""
     B = noise.shape[0]
     cdt = compute_dtype(noise.dtype)
     m = pts.lam.shape[0] - 1
@@ -62,12 +65,14 @@ def _scan(model, noise: jax.Array, pts: Point, solver: Solver, slots: jax.Array 
         bad_step = jnp.where((c.bad_step < 0) & bad, i, c.bad_step)
         return _Carry(x_next.astype(noise.dtype), state, bad_step, kept), None
 
+    if remat:
+        body = jax.checkpoint(body)
     init = _Carry(x, solver.init(x.astype(cdt)), jnp.full((B,), -1, jnp.int32), jnp.zeros((n_kept, *noise.shape), noise.dtype))
     out, _ = jax.lax.scan(body, init, (jnp.arange(m, dtype=jnp.int32), step_times(pts), here, slots))
     return out
 
 
-_scan_jit = jax.jit(_scan, static_argnames=("n_kept",))
+_scan_jit = jax.jit(_scan, static_argnames=("n_kept", "remat"))
 
 
 def prepare_denoiser(model, noise, noise_schedule: NoiseSchedule, lam0):

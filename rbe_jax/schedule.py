@@ -560,6 +560,19 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+def valid_baselines(noise_schedule: NoiseSchedule) -> tuple[str, ...]:
+    """The :data:`BASELINES` kinds that apply to ``noise_schedule``'s process (``logsnr`` and
+    ``karras`` need a finite noisiest point, ``shift`` a flow model)."""
+    kinds = []
+    for kind in BASELINES:
+        try:
+            BASELINES[kind](noise_schedule, 1)
+        except ValueError:
+            continue
+        kinds.append(kind)
+    return tuple(kinds)
+
+
 def baseline_schedule(noise_schedule: NoiseSchedule, nfe: int, kind: str = "uniform", *, rho: float = 7.0, shift: float = 3.0) -> Schedule:
     """A standard fixed schedule of ``nfe`` steps, placed in continuous time.
 

@@ -27,6 +27,7 @@ from .noise import NoiseSchedule
 from .optimize import optimize_schedule, reference_solution, schedule_error
 from .sampler import rbe_sample
 from .sample_job import sample_job
+from .shipped import pretrained_schedule
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
 from .teacher import ErrorStats, Teacher, make_teacher
 from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp3m, unipc
@@ -78,6 +79,7 @@ __all__ = [
     "model_info",
     "one_step_field",
     "optimize_schedule",
+    "pretrained_schedule",
     "local_error_schedule",
     "local_error_paths",
     "reference_solution",

@@ -75,7 +75,7 @@ def make_teacher(model, noise_schedule: NoiseSchedule, noise: jax.Array, steps: 
 
 def split(n: int, validation: float | int) -> tuple[np.ndarray, np.ndarray]:
     """``(fit rows, held-out rows)`` of ``n`` calibration samples: the last ``validation``
-    samples (a count) or that fraction of them are held out (at least one on each side).
+    samples (a count) or that fraction of them (at least one) are held out.
 
     Raises:
       ValueError: a split that leaves either part empty.
@@ -83,7 +83,7 @@ def split(n: int, validation: float | int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(validation, (int, np.integer)) and not isinstance(validation, bool):
         held = int(validation)
     elif isinstance(validation, float) and 0.0 < validation < 1.0:
-        held = int(round(validation * n))
+        held = max(1, int(round(validation * n)))
     else:
         raise ValueError(f"validation must be a fraction in (0, 1) or a count of samples, got {validation!r}")
     if not 1 <= held < n:

@@ -20,7 +20,7 @@ def setup(linear, mixture):
 @pytest.mark.parametrize("solver", ["unipc", "dpmpp2m"])
 def test_never_worse_than_the_best_candidate(setup, solver):
     gm, full, noise, ref = setup
-    s = R.optimize_schedule(gm, full, noise, 6, solver, reference=ref, trim=0.0)
+    s = R.optimize_schedule(gm, full, noise, 6, solver, reference=ref, trim=0.0, validation=None)
     assert s.nfe == 6 and s.method == "optimized" and s.meta.K == 1000
     s.validate(full)
     i = s.info
@@ -40,7 +40,7 @@ def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
     local = R.calibrate(gm, grid, noise, 5, rule="local_error")
     fine = R.calibrate(gm, full, noise, 5)
     extras = [rbe, local, fine, rbe]
-    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=extras, local_dp=False, max_sweeps=1)
+    s = R.optimize_schedule(gm, full, noise, 5, "dpmpp2m", reference=ref, candidates=("uniform",), powers=(), extra_candidates=extras, local_dp=False, max_sweeps=1, validation=None)
     names = ["rbe/backward_error/K=100", "rbe/local_error/K=100", "rbe/backward_error/K=1000", "rbe/backward_error/K=100#4"]
     assert set(s.info["candidates"]) == {"uniform", *names}  # every start kept, under its own name
     for name, sched in zip(names, extras):
@@ -51,7 +51,7 @@ def test_rbe_schedule_as_an_extra_candidate_and_json(setup, grid, tmp_path):
 
 def test_trimmed_objective_keeps_the_untrimmed_error_capped(setup):
     gm, full, noise, ref = setup
-    s = R.optimize_schedule(gm, full, noise, 6, "unipc", reference=ref, trim=0.05, full_rmse_cap=1.02, max_sweeps=1)
+    s = R.optimize_schedule(gm, full, noise, 6, "unipc", reference=ref, trim=0.05, full_rmse_cap=1.02, max_sweeps=1, validation=None)
     i = s.info
     assert i["trim"] == 0.05 and i["full_rmse_cap"] == 1.02
     assert i["rmse"] == pytest.approx(R.schedule_error(gm, noise, ref, s, "unipc", trim=0.05), rel=1e-6)
@@ -59,6 +59,29 @@ def test_trimmed_objective_keeps_the_untrimmed_error_capped(setup):
     assert i["rmse"] < i["full_rmse"]  # the worst 5% carry a share of the error
     untrimmed = [R.schedule_error(gm, noise, ref, R.baseline_schedule(full, 6, k), "unipc") for k in VP_KINDS]
     assert i["full_rmse"] <= 1.02 * min(untrimmed) * (1 + 1e-6)
+
+
+def test_validation_part_is_held_out_and_guards_the_result(setup):
+    """With a held-out part the search sees only the rest, and what it returns is no worse
+    there than the best start (by RMSE) in RMSE and median per-sample error."""
+    from rbe_jax.teacher import Teacher
+
+    gm, full, noise, ref = setup
+    s = R.optimize_schedule(gm, full, noise, 6, "dpmpp2m", reference=ref, validation=16, max_sweeps=1)
+    i = s.info
+    assert i["batch"] == 48 and i["held_out_samples"] == 16
+    held = Teacher(noise[48:], ref[48:], 0, 0, 0.0)
+    assert R.schedule_stats(gm, s, "dpmpp2m", held).as_dict() == pytest.approx(i["held_out"], rel=1e-5)
+    best = min(i["held_out_candidates"], key=lambda k: i["held_out_candidates"][k]["rmse"])
+    assert i["held_out"]["rmse"] <= i["held_out_candidates"][best]["rmse"]
+    assert i["held_out"]["median"] <= i["held_out_candidates"][best]["median"]
+    assert i["selected"] == "optimized" or i["held_out"] == i["held_out_candidates"][i["selected"]]
+    # the search never saw the held-out samples: the same search on the first 48 alone agrees
+    alone = R.optimize_schedule(gm, full, noise[:48], 6, "dpmpp2m", reference=ref[:48], validation=None, max_sweeps=1)
+    if i["selected"] == "optimized":
+        np.testing.assert_array_equal(alone.indices, s.indices)
+    with pytest.raises(ValueError, match="validation"):
+        R.optimize_schedule(gm, full, noise, 4, reference=ref, validation=0)
 
 
 def test_reference_is_accurate_on_the_mixture(setup):

@@ -95,7 +95,7 @@ def main():
         test = R.make_teacher(model, ns, jax.random.normal(jax.random.key(202), (n_test, *shape)), tsteps)
         print(f"{label}: teachers of {n_calib} + {n_test} samples, {calib.steps} steps ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-        def score(s, solver):
+        def score(s, solver):  # solver: a name or a Solver
             st = R.schedule_stats(model, s, solver, test).as_dict()
             if digits:
                 from rbe_jax.metrics import frechet_distance
@@ -119,13 +119,20 @@ def main():
                 s = R.learn_schedule(model, ns, calib, nfe, solver, candidates=extra, **opts)
                 row["learned"] = dict(score(s, solver), seconds=round(time.perf_counter() - t0, 1), selected=s.info["selected"], best_step=s.info["best_step"], model_evals=s.info["model_evals"])
                 row["learned_lam"] = [float(v) for v in np.asarray(s.lam)]
+                if solver == "dpmpp2m":  # the S4S-style arm: 2M's per-step coefficients learned with the times
+                    t0 = time.perf_counter()
+                    sc = R.learn_schedule(model, ns, calib, nfe, solver, candidates=extra, coefficients=True, **opts)
+                    with_coefficients = R.learned_solver(sc) if "coefficients" in sc.info else solver
+                    row["learned_coefficients"] = dict(score(sc, with_coefficients), seconds=round(time.perf_counter() - t0, 1), selected=sc.info["selected"])
+                    row["learned_coefficients_schedule"] = sc.to_dict()
                 rows.append(row)
                 f, l = fixed[best], row["learned"]
                 o = row.get("optimized")
                 print(
                     f"  {label} {solver} nfe {nfe}: best fixed {best} RMSE {f['rmse']:.4g} med {f['median']:.4g}"
                     + (f" | optimized {o['rmse']:.4g} ({o['rmse'] / f['rmse']:.2f}x) med {o['median']:.4g} [{o['selected']}]" if o else "")
-                    + f" | learned {l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) med {l['median']:.4g} [{l['selected']}, {l['seconds']:.0f}s]",
+                    + f" | learned {l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) med {l['median']:.4g} [{l['selected']}, {l['seconds']:.0f}s]"
+                    + (f" | +coefficients {row['learned_coefficients']['rmse']:.4g} ({row['learned_coefficients']['rmse'] / f['rmse']:.2f}x) med {row['learned_coefficients']['median']:.4g} [{row['learned_coefficients']['selected']}]" if "learned_coefficients" in row else ""),
                     flush=True,
                 )
     meta = dict(
@@ -139,6 +146,15 @@ def main():
     print(f"wrote {out}.md/.json")
 
 
+def coef(r, f) -> str:
+    """The coefficients arm's cells (2M rows only)."""
+    c = r.get("learned_coefficients")
+    if c is None:
+        return "- | - |"
+    fd = f", FD {c['fd']:.3f}" if "fd" in c else ""
+    return f"{c['rmse']:.4g} ({c['rmse'] / f['rmse']:.2f}x) [{c['selected']}] | {c['median']:.4g} ({c['median'] / f['median']:.2f}x){fd} |"
+
+
 def markdown(meta, rows) -> str:
     fd = any("fd" in r["learned"] for r in rows)
     L = [
@@ -149,8 +165,8 @@ def markdown(meta, rows) -> str:
         "RMSE and median per-sample RMS error to an accurate solve of the same test noise; ratios to the best fixed spacing (by RMSE)."
         + (" FD: Frechet distance of the evaluation classifier's features to the real digits." if fd else ""),
         "",
-        "| model | solver | NFE | best fixed | RMSE | median | optimized RMSE (x) | median (x) | learned RMSE (x) | median (x) |" + (" FD fixed / opt / learned |" if fd else "") + " learned s |",
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if fd else "") + "---|",
+        "| model | solver | NFE | best fixed | RMSE | median | optimized RMSE (x) | median (x) | learned RMSE (x) | median (x) |" + (" FD fixed / opt / learned |" if fd else "") + " learned s | learned + 2M coefficients RMSE (x) | median (x) |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if fd else "") + "---|---|---|",
     ]
     for r in rows:
         f, l, o = r["fixed"][r["best_fixed"]], r["learned"], r.get("optimized")
@@ -158,7 +174,7 @@ def markdown(meta, rows) -> str:
         fds = f" {f['fd']:.3f} / {o['fd'] if o else float('nan'):.3f} / {l['fd']:.3f} |" if fd else ""
         L.append(
             f"| {r['model']} | {r['solver']} | {r['nfe']} | {r['best_fixed']} | {f['rmse']:.4g} | {f['median']:.4g} | {oc} | "
-            f"{l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) | {l['median']:.4g} ({l['median'] / f['median']:.2f}x) [{l['selected']}] |{fds} {l['seconds']:.0f} |"
+            f"{l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) | {l['median']:.4g} ({l['median'] / f['median']:.2f}x) [{l['selected']}] |{fds} {l['seconds']:.0f} | {coef(r, f)}"
         )
     return "\n".join(L) + "\n"
 

@@ -30,10 +30,10 @@ from .sample_job import sample_job
 from .shipped import pretrained_schedule
 from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
 from .teacher import ErrorStats, Teacher, make_teacher
-from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp3m, unipc
+from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp2m_coefficients, dpmpp3m, learned_solver, unipc
 from . import testing
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "AdaptivePaths",
@@ -68,6 +68,8 @@ __all__ = [
     "continuous_time_model",
     "ddim",
     "dpmpp2m",
+    "dpmpp2m_coefficients",
+    "learned_solver",
     "dpmpp3m",
     "unipc",
     "field_coefficients",

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--solver", choices=SOLVER_NAMES, default="unipc", help="the solver a learned or optimized schedule is made for (default unipc)")
     c.add_argument("--steps", type=_positive_int, default=100, help="--method learned: optimisation steps (default 100)")
+    c.add_argument("--coefficients", action="store_true", help="--method learned --solver dpmpp2m: also learn the solver's per-step coefficients (stored with the schedule; `sample` uses them)")
     c.add_argument("--teacher-steps", type=_positive_int, default=250, help="--method learned: steps of the accurate solve it matches (default 250)")
     c.add_argument("--out", required=True, help="schedule JSON to write")
     c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
@@ -321,13 +322,20 @@ def cmd_sample(args) -> int:
             raise CLIError("--out and --npz name the same file")
     path, info, model = _load(args.checkpoint, args.label, args.guidance)
     sched = _resolve_schedule(args, path, info, model)
+    solver = args.solver
+    if sched.info.get("coefficients"):
+        from .solvers import learned_solver
+
+        if args.solver != "dpmpp2m":
+            _say(f"note: this schedule carries learned DPM-Solver++(2M) coefficients: sampling with them (--solver {args.solver} ignored)")
+        solver = learned_solver(sched)
     if args.out_dir:
         from .sample_job import sample_job
 
         written = []
         m = sample_job(
             model, sched, args.n, args.batch, args.out_dir, image_shape=info.image_shape, seed=args.seed,
-            solver=args.solver, sharding=_batch_sharding(args.batch), on_shard=written.append,
+            solver=solver, sharding=_batch_sharding(args.batch), on_shard=written.append,
             model_id=f"{path} label={args.label} guidance={args.guidance}",
         )
         done = sum(v["count"] for v in m["shards"].values())
@@ -340,13 +348,13 @@ def cmd_sample(args) -> int:
     sharding = _batch_sharding(args.n)
     if sharding is not None:
         noise = jax.device_put(noise, sharding)
-    x = np.asarray(rbe_sample(model, noise, sched, args.solver, check_finite=True))
+    x = np.asarray(rbe_sample(model, noise, sched, solver, check_finite=True))
     files = {out: grid_image_bytes(x, out.suffix)}
     if npz is not None:
         files[npz] = npz_bytes(samples=x, log_snr=np.asarray(sched.lam, np.float64), model_times=sched.model_times, alpha_bar=sched.alpha_bar)
     atomic_write_all(files)
     print(
-        f"wrote {', '.join(map(str, files))}: {args.n} samples, {sched.method} schedule, nfe={sched.nfe}, solver={args.solver}, "
+        f"wrote {', '.join(map(str, files))}: {args.n} samples, {sched.method} schedule, nfe={sched.nfe}, solver={getattr(solver, 'name', solver)}, "
         f"model times={_times(sched)} ({time.perf_counter() - t0:.1f}s)"
     )
     return 0
@@ -359,6 +367,8 @@ def cmd_calibrate(args) -> int:
     path, info, model = _load(args.checkpoint, args.label, args.guidance)
     if args.method != "rbe" and (args.tau is not None or args.rule != "backward_error"):
         raise CLIError("--tau and --rule apply to --method rbe only")
+    if args.coefficients and (args.method != "learned" or args.solver != "dpmpp2m"):
+        raise CLIError("--coefficients learns DPM-Solver++(2M)'s coefficients: use it with --method learned --solver dpmpp2m")
     if args.method != "rbe":
         grid = info.noise_schedule  # every training step is a candidate point
         if args.nfe > grid.K:
@@ -374,7 +384,7 @@ def cmd_calibrate(args) -> int:
                 raise CLIError(f"--n {args.n}: --method learned needs at least 8 calibration samples (a quarter is held out)")
             _say(f"solving {args.n} calibration samples accurately ({args.teacher_steps} steps) ...")
             teacher = make_teacher(model, grid, noise, args.teacher_steps)
-            sched = learn_schedule(model, grid, teacher, args.nfe, args.solver, steps=args.steps, progress=True)
+            sched = learn_schedule(model, grid, teacher, args.nfe, args.solver, steps=args.steps, coefficients=args.coefficients, progress=True)
             i = sched.info
             h = i["held_out"]
             what = "learned" if i["selected"] == "learned" else f"{i['selected']} (the guard: {i['guard']})"

@@ -33,7 +33,7 @@ from ._progress import progress_reporter
 from .noise import NoiseSchedule
 from .sampler import _scan, _scan_jit, prepare_denoiser
 from .schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
-from .solvers import Solver, get_solver
+from .solvers import Solver, dpmpp2m_coefficients, get_solver
 from .teacher import ErrorStats, Teacher, balanced, best_of, error_stats, make_teacher, per_sample_rms, pick_guarded, split
 
 __all__ = ["learn_schedule", "schedule_stats", "LOSSES"]
@@ -80,6 +80,12 @@ def _theta_of(lam: np.ndarray, r: _Range) -> np.ndarray:
     return np.log(np.expm1(g))  # softplus^-1
 
 
+@jax.jit
+def _sample_with_coefficients(den, noise, pts, c, e):
+    """Samples of ``noise`` with :func:`dpmpp2m_coefficients` ``(c, e)`` (traced: one compilation)."""
+    return _scan(den, noise, pts, dpmpp2m_coefficients(c, e)).x
+
+
 def _criterion(loss: str, ref: ErrorStats) -> Callable[[ErrorStats], float]:
     """How iterates and candidates are ranked for ``loss`` (``ref``: the best candidates' stats)."""
     if loss == "mse":
@@ -117,6 +123,7 @@ def learn_schedule(
     eval_every: int = 10,
     patience: int = 8,
     seed: int = 0,
+    coefficients: bool = False,
     guard: bool = True,
     progress: bool | Callable[[dict], None] = False,
 ) -> Schedule:
@@ -138,8 +145,9 @@ def learn_schedule(
     5. Every ``eval_every`` steps the schedule is scored on the held-out part; the best iterate
        is kept, and learning stops after ``patience`` evaluations without improvement.
     6. The guard (:func:`rbe_jax.teacher.pick_guarded`): the best iterate is returned only when
-       it is no worse on the held-out part than the best candidate (by RMSE) in RMSE and in
-       median per-sample error; otherwise that candidate's points are returned (``info["selected"]``
+       it is no worse on the held-out part than the best candidate in RMSE and in median
+       per-sample error (the best by RMSE on all the calibration samples: a steadier ranking
+       than on the held-out part alone); otherwise that candidate's points are returned (``info["selected"]``
        says which).
 
     Args:
@@ -167,12 +175,18 @@ def learn_schedule(
       eval_every: optimisation steps between held-out evaluations.
       patience: held-out evaluations without improvement before stopping.
       seed: the minibatch order.
+      coefficients: also learn per-step coefficients on DPM-Solver++(2M)'s history
+        (:func:`rbe_jax.dpmpp2m_coefficients`, started at 2M's own), jointly with the times;
+        needs ``solver="dpmpp2m"``.  They are stored in ``info["coefficients"]`` (when the
+        learned times are selected); sample with :func:`rbe_jax.learned_solver` of the
+        schedule.
       guard: apply step 6 (``False`` returns the best iterate whatever it scores: for studies).
       progress: ``True`` for a tqdm bar over the held-out evaluations, or a callable receiving
         ``{"step", "loss", "held_out", "evals", "seconds"}`` after each.
     Returns:
       A :class:`Schedule` with ``method="learned"`` and in ``info``: ``solver``, ``selected``
-      (``"learned"`` or the candidate kept by the guard), ``guard`` (why), ``start``,
+      (``"learned"`` or the candidate kept by the guard), ``guard`` (why),
+      ``guard_reference`` (the candidate it compared with), ``start``,
       ``held_out`` (the selected schedule's :class:`ErrorStats` on the held-out part, as a
       dict), ``candidates`` (each candidate's held-out stats), ``fit``/``held_out_samples``,
       ``steps_taken``, ``best_step``, ``loss``, ``ball``, ``learning_rate``, ``history``
@@ -190,6 +204,8 @@ def learn_schedule(
         raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
     nfe = check_nfe(nfe)
     solver = get_solver(solver)
+    if coefficients and solver.name != "dpmpp2m":
+        raise ValueError(f"coefficients=True learns DPM-Solver++(2M)'s coefficients: pass solver='dpmpp2m', not {solver.name!r}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     for name, v, ok in (
@@ -228,7 +244,8 @@ def learn_schedule(
         cands[s.method if s.method not in cands else f"{s.method}#{len(cands)}"] = s
     on_fit = {k: schedule_stats(den, s, solver, fit) for k, s in cands.items()}
     on_held = {k: schedule_stats(den, s, solver, held) for k, s in cands.items()}
-    evals += len(cands) * nfe * int(noise.shape[0])
+    on_all = {k: schedule_stats(den, s, solver, teacher) for k, s in cands.items()}  # ranks the candidates for the guard
+    evals += 2 * len(cands) * nfe * int(noise.shape[0])
     ref_fit, ref_held = best_of(on_fit), best_of(on_held)
     crit_fit, crit_held = _criterion(loss, ref_fit), _criterion(loss, ref_held)
     start = min(on_fit, key=lambda k: crit_fit(on_fit[k]))
@@ -239,17 +256,18 @@ def learn_schedule(
     bs = min(batch_size, n_fit)
     D = int(np.prod(noise.shape[1:]))
     radius = ball * math.sqrt(D)
-    params = (jnp.asarray(theta0, cdt), jnp.zeros(fit.noise.shape, fit.noise.dtype))
+    coeffs = (jnp.zeros((nfe,), cdt), jnp.zeros((nfe,), cdt)) if coefficients else ()  # 2M's own at zero
+    params = (jnp.asarray(theta0, cdt), jnp.zeros(fit.noise.shape, fit.noise.dtype), coeffs)
     sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup, 1), max(steps, warmup + 1), learning_rate * 0.01)
     opt = optax.adam(sched)
     opt_state = opt.init(params)
 
     def objective(p, den, noise, target, rows):
-        theta, offset = p
+        theta, offset, co = p
         lam = _lam_of(theta, r)
         pts = schedule_points(Schedule.from_lambdas(noise_schedule, lam), cdt)
         x0 = noise[rows] + offset[rows] if radius > 0 else noise[rows]
-        x = _scan(den, x0.astype(noise.dtype), pts, solver, remat=True).x
+        x = _scan(den, x0.astype(noise.dtype), pts, dpmpp2m_coefficients(*co) if co else solver, remat=True).x
         d = (x.astype(cdt) - target[rows].astype(cdt)).reshape(rows.shape[0], -1)
         mse = jnp.mean(d * d, axis=1)
         e = jnp.sqrt(mse + 1e-12)
@@ -264,16 +282,22 @@ def learn_schedule(
         val, g = jax.value_and_grad(objective)(p, den, noise, target, rows)
         g = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isfinite(v), v, 0.0), g)
         upd, opt_state = opt.update(g, opt_state, p)
-        theta, offset = optax.apply_updates(p, upd)
+        theta, offset, co = optax.apply_updates(p, upd)
         if radius > 0:  # project each start offset back into its ball
             norm = jnp.sqrt(jnp.sum(offset.astype(cdt) ** 2, axis=tuple(range(1, offset.ndim)), keepdims=True))
             offset = (offset * jnp.minimum(1.0, radius / jnp.maximum(norm, 1e-12))).astype(offset.dtype)
-        return (theta, offset), opt_state, val
+        return (theta, offset, co), opt_state, val
 
-    def held_out(theta) -> tuple[Schedule, ErrorStats]:
+    def held_out(p) -> tuple[Schedule, ErrorStats]:
+        theta, _, co = p
         lam = _lam_of(np.asarray(theta, np.float64), r, np)
-        s = Schedule.from_lambdas(noise_schedule, lam, method="learned")
-        return s, schedule_stats(den, s, solver, held)
+        if not co:
+            s = Schedule.from_lambdas(noise_schedule, lam, method="learned")
+            return s, schedule_stats(den, s, solver, held)
+        c, e = (np.asarray(v, np.float64) for v in co)
+        s = Schedule.from_lambdas(noise_schedule, lam, method="learned", info=dict(coefficients=dict(base="dpmpp2m", c=c.tolist(), e=e.tolist())))
+        x = _sample_with_coefficients(den, held.noise, schedule_points(s, cdt), *co)
+        return s, error_stats(per_sample_rms(x, held.x))
 
     if nfe == 1:  # no point to move
         steps = 0
@@ -295,13 +319,13 @@ def learn_schedule(
             losses.append(val)
             if step % eval_every and step != steps:
                 continue
-            s, st = held_out(params[0])
+            s, st = held_out(params)
             evals += nfe * int(held.noise.shape[0])
             fit_loss = float(np.mean(jax.device_get(losses)))
             losses = []
             c = crit_held(st)
             history.append([step, round(fit_loss, 7), round(c, 7)])
-            admissible = not guard or pick_guarded(st, on_held)[0] is None
+            admissible = not guard or pick_guarded(st, on_held, on_all)[0] is None
             if admissible and (best is None or c < crit_held(best)):
                 best_s, best, best_step = s, st, step
             top, bad = (c, 0) if c < top else (top, bad + 1)
@@ -311,8 +335,7 @@ def learn_schedule(
     finally:
         close()
     if best is None:
-        fallback, why = pick_guarded(on_held[start], on_held)
-        fallback = fallback or start
+        fallback = min(on_all, key=lambda k: on_all[k].rmse)
         why = f"no iterate was no worse than the best fixed candidate on the held-out samples in RMSE and median: {fallback} kept"
         best_s, best = cands[fallback], on_held[fallback]
     else:
@@ -321,6 +344,7 @@ def learn_schedule(
         solver=solver.name,
         selected="learned" if fallback is None else fallback,
         guard=why,
+        guard_reference=min(on_all, key=lambda k: on_all[k].rmse),
         start=start,
         held_out=best.as_dict(),
         candidates={k: v.as_dict() for k, v in on_held.items()},
@@ -339,4 +363,6 @@ def learn_schedule(
         model_evals=int(evals),
         seconds=round(time.perf_counter() - t0, 2),
     )
+    if fallback is None and coefficients:
+        info["coefficients"] = best_s.info["coefficients"]
     return Schedule.from_lambdas(noise_schedule, np.asarray(best_s.lam, np.float64), method="learned", info=info)

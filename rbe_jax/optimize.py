@@ -157,7 +157,7 @@ def optimize_schedule(
       validation: hold out the last samples of ``noise`` (a fraction in (0, 1) or a count;
         ``None``: none) from steps 2 and 3, then judge on them (:func:`rbe_jax.teacher.pick_guarded`):
         the optimized schedule is returned only when it is no worse there than the best of
-        its starts in RMSE and in median per-sample error; otherwise that
+        its starts (by RMSE on all of ``noise``) in RMSE and in median per-sample error; otherwise that
         start is (``info["selected"]`` says which).  Coordinate moves on a few hundred samples
         overfit them: this makes the result safe on fresh noise.
       full_rmse_cap: with ``trim > 0``, the untrimmed RMSE on the batch may exceed the
@@ -168,7 +168,7 @@ def optimize_schedule(
         size), or a callable receiving ``{"stage", "loss", "evals"}`` after each stage.
     Returns:
       A :class:`Schedule` with ``method="optimized"`` and in ``info``: with ``validation``,
-      ``selected``, ``guard`` (why), ``held_out`` (its :class:`rbe_jax.ErrorStats` there),
+      ``selected``, ``guard`` (why), ``guard_reference`` (the start it compared with), ``held_out`` (its :class:`rbe_jax.ErrorStats` there),
       ``held_out_candidates`` and ``held_out_samples``; ``solver``,
       ``start`` (the winning candidate), ``start_rmse``, ``rmse`` (the objective on the
       calibration batch, ``trim`` applied), ``full_rmse`` (untrimmed), ``trim``,
@@ -208,7 +208,8 @@ def optimize_schedule(
     cdt = compute_dtype(noise.dtype)
     if validation is not None:  # hold the last samples out: the search never sees them
         fit, held = split(B, validation)
-        held_teacher = Teacher(noise[held], reference[held], steps, 0, 0.0)
+        all_teacher = Teacher(noise, reference, steps, 0, 0.0)
+        held_teacher = all_teacher.take(held)
         noise, reference, B = noise[fit], reference[fit], fit.size
         if kept is not None:
             kept = (kept[0], kept[1][:, fit], kept[2][fit])
@@ -272,11 +273,12 @@ def optimize_schedule(
     if validation is not None:
         on_held = {k: _held_stats(model, grid, v, solver, held_teacher) for k, v in starts.items()}
         mine = _held_stats(model, grid, idx, solver, held_teacher)
-        evals += (len(starts) + 1) * nfe * int(held_teacher.noise.shape[0])
-        fallback, why = pick_guarded(mine, on_held)
+        evals += (len(starts) + 1) * nfe * int(held_teacher.noise.shape[0]) + len(starts) * nfe * int(all_teacher.noise.shape[0])
+        on_all = {k: _held_stats(model, grid, v, solver, all_teacher) for k, v in starts.items()}
+        fallback, why = pick_guarded(mine, on_held, on_all)
         if fallback is not None:
             idx, mine = starts[fallback].copy(), on_held[fallback]
-        guard = dict(selected="optimized" if fallback is None else fallback, guard=why, held_out=mine.as_dict(),
+        guard = dict(selected="optimized" if fallback is None else fallback, guard=why, guard_reference=min(on_all, key=lambda k: on_all[k].rmse), held_out=mine.as_dict(),
                      held_out_candidates={k: v.as_dict() for k, v in on_held.items()}, held_out_samples=int(held_teacher.noise.shape[0]))
     info = dict(
         solver=solver.name,

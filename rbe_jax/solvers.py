@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from ._batch import per_sample
@@ -45,6 +46,9 @@ __all__ = [
     "unipc",
     "get_solver",
     "ddim_update",
+    "CoefficientState",
+    "dpmpp2m_coefficients",
+    "learned_solver",
     "SOLVERS",
 ]
 
@@ -183,6 +187,80 @@ def dpmpp2m(lower_order_final: bool = False) -> Solver:
         return x_next, DPMState(x0_prev=x0, h_prev=jnp.asarray(h, state.h_prev.dtype), has_prev=jnp.ones_like(state.has_prev))
 
     return Solver(name="dpmpp2m", init=init, step=step, order=2)
+
+
+class CoefficientState(NamedTuple):
+    """Carry of :func:`dpmpp2m_coefficients`: the last two x0 predictions, the last step in
+    log-SNR, how many of the last points had a finite log-SNR (0-2) and the step index."""
+
+    x0_prev: jax.Array  # (B, ...)
+    x0_prev2: jax.Array  # (B, ...)
+    h_prev: jax.Array  # scalar
+    n_prev: jax.Array  # int32
+    i: jax.Array  # int32
+
+
+def dpmpp2m_coefficients(c, e) -> Solver:
+    """DPM-Solver++(2M) with one learned coefficient per step on each of its two history
+    differences (the idea of S4S, Frankel et al. 2025): step ``i`` moves with
+
+    ``D_i = x0_i + (1 / (2 r_i) + c_i) (x0_i - x0_{i-1}) + e_i (x0_{i-1} - x0_{i-2})``
+
+    (``r_i = h_{i-1} / h_i``; ``1 / (2 r)`` is taken as 0 on the final step, which 2M takes
+    first order) in place of 2M's x0, and the final step to clean data returns ``D``.  At
+    ``c = e = 0`` it is :func:`dpmpp2m` exactly.  History points at pure noise carry no
+    difference, as in 2M.  Learned by :func:`rbe_jax.learn_schedule` with
+    ``coefficients=True`` and stored with the schedule (:func:`learned_solver` rebuilds it).
+
+    Args:
+      c, e: ``(m,)`` coefficients, one per step of the schedule they were learned with
+        (``c[0]``, ``e[0]`` and ``e[1]`` are unused: there is no history yet).  Arrays (traced
+        ones too, inside a learning step) or sequences.
+    Returns:
+      A :class:`Solver` named ``"dpmpp2m_learned"``.  Each call makes a new solver (a new
+      jit cache entry): build it once per schedule.
+    """
+    c = jnp.asarray(c, jnp.float32) if not isinstance(c, jax.Array) else c
+    e = jnp.asarray(e, jnp.float32) if not isinstance(e, jax.Array) else e
+    if c.ndim != 1 or e.shape != c.shape:
+        raise ValueError(f"c and e must be two (m,) arrays of the same length, got shapes {c.shape} and {e.shape}")
+
+    def init(x):
+        z = jnp.zeros_like(x)
+        return CoefficientState(z, z, jnp.ones((), x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+    def step(state: CoefficientState, x, pred: Prediction, times: StepTimes):
+        x0 = pred.x0
+        final = _final(times)
+        h = times.lam_next - times.lam
+        ci, ei = c[state.i].astype(x.dtype), e[state.i].astype(x.dtype)
+        one = state.n_prev >= 1
+        h_safe = jnp.where(final | ~jnp.isfinite(h), 1.0, h)
+        c2m = jnp.where(one & ~final, h_safe / (2.0 * jnp.where(one, state.h_prev, 1.0)), 0.0)
+        d = x0 + jnp.where(one, (c2m + ci) * (x0 - state.x0_prev), 0.0)
+        d = d + jnp.where(state.n_prev >= 2, ei * (state.x0_prev - state.x0_prev2), 0.0)
+        x_next = jnp.where(final, d, _first_order(x, d, times))
+        n_next = jnp.where(jnp.isfinite(times.lam), jnp.minimum(state.n_prev + 1, 2), 0)
+        h_next = jnp.asarray(jnp.where(jnp.isfinite(h), h, 1.0), state.h_prev.dtype)
+        return x_next, CoefficientState(x0, state.x0_prev, h_next, n_next.astype(jnp.int32), state.i + 1)
+
+    return Solver(name="dpmpp2m_learned", init=init, step=step, order=2)
+
+
+def learned_solver(schedule) -> Solver:
+    """The :func:`dpmpp2m_coefficients` solver stored with a schedule learned with
+    ``coefficients=True`` (``schedule.info["coefficients"]``).
+
+    Raises:
+      ValueError: the schedule carries no coefficients, or not one per step.
+    """
+    co = schedule.info.get("coefficients")
+    if not co:
+        raise ValueError(f"this {schedule.method} schedule carries no learned solver coefficients (learn_schedule(..., coefficients=True) makes them)")
+    c, e = (np.asarray(co[k], np.float32) for k in ("c", "e"))
+    if c.shape != (schedule.nfe,) or e.shape != (schedule.nfe,):
+        raise ValueError(f"the schedule's coefficients have shapes {c.shape} and {e.shape}, not ({schedule.nfe},): the file is damaged")
+    return dpmpp2m_coefficients(c, e)
 
 
 class MultistepState(NamedTuple):

@@ -141,11 +141,20 @@ def balanced(ref: ErrorStats) -> Callable[[ErrorStats], float]:
     return lambda st: 0.5 * (st.rmse**2 / ref.rmse**2 + st.score / ref.score)
 
 
-def pick_guarded(tuned: ErrorStats, fixed: dict[str, ErrorStats]) -> tuple[str | None, str]:
-    """The guard on held-out noise: ``(None, reason)`` when the tuned schedule is no worse
-    than the best of the ``fixed`` candidates (by RMSE) in RMSE and in median per-sample
-    error; else ``(name of that candidate, reason)``: return it instead."""
-    best = min(fixed, key=lambda k: fixed[k].rmse)
+def pick_guarded(tuned: ErrorStats, fixed: dict[str, ErrorStats], rank: dict[str, ErrorStats] | None = None) -> tuple[str | None, str]:
+    """The guard on held-out noise: ``(None, reason)`` when the tuned schedule's held-out
+    statistics ``tuned`` are no worse than those of the best fixed candidate in RMSE and in
+    median per-sample error; else ``(that candidate's name, reason)``: return it instead.
+
+    Args:
+      tuned: the tuned schedule's statistics on the held-out samples.
+      fixed: each fixed candidate's statistics on the same samples.
+      rank: each candidate's statistics on more samples (all the calibration noise, say), to
+        pick the best candidate by RMSE with less noise than the held-out part alone gives;
+        default ``fixed``.
+    """
+    rank = fixed if rank is None else rank
+    best = min(rank, key=lambda k: rank[k].rmse)
     b = fixed[best]
     if tuned.no_worse_than(b):
         return None, f"no worse than the best fixed candidate ({best}) on the held-out samples"

@@ -306,3 +306,20 @@ def test_the_shipped_flow_model(tmp_path, capsys, monkeypatch):
     assert main(["info", "digits_flow"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["noise_schedule"]["kind"] == "flow" and out["prediction"] == "velocity"
+
+
+def test_calibrate_a_learned_schedule_and_sample_with_it(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "learned.json"
+    argv = ["calibrate", "--checkpoint", str(tiny_dir), "--method", "learned", "--nfe", "3", "--n", "8", "--steps", "4", "--teacher-steps", "20", "--out", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {out}" in said and "held-out samples RMSE" in said and "model evaluations" in said
+    s = R.Schedule.load(out)
+    assert s.method == "learned" and s.nfe == 3 and s.info["held_out_samples"] == 2 and s.info["teacher_steps"] == 20
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", str(out), "--n", "2", "--out", str(tmp_path / "x.png")]) == 0
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "learned", "--nfe", "3", "--n", "4", "--out", str(out)]) == 2
+    assert "at least 8 calibration samples" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "3", "--schedule", "learned", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no shipped learned schedule" in capsys.readouterr().err
+    assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "learned", "--coefficients", "--nfe", "3", "--out", str(out)]) == 2
+    assert "--solver dpmpp2m" in capsys.readouterr().err

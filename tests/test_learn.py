@@ -60,7 +60,8 @@ def test_learned_schedule_is_guarded_on_the_held_out_part(linear, mixture, taugh
     assert i["fit_samples"] == 192 and i["held_out_samples"] == 64 and i["teacher_steps"] == 1000
     held = taught.take(slice(192, None))
     assert R.schedule_stats(mixture, s, solver, held).as_dict() == pytest.approx(i["held_out"], rel=1e-5)
-    ref = min(i["candidates"].values(), key=lambda v: v["rmse"])
+    ref = i["candidates"][i["guard_reference"]]
+    assert i["guard_reference"] == min(i["candidates"], key=lambda k: R.schedule_stats(mixture, R.baseline_schedule(linear, 6, k), solver, taught).rmse)
     assert i["held_out"]["rmse"] <= ref["rmse"] and i["held_out"]["median"] <= ref["median"]
     assert set(i["candidates"]) == {"uniform", "quadratic", "logsnr", "karras"}
     if i["selected"] == "learned":
@@ -77,7 +78,7 @@ def test_no_learning_keeps_the_best_fixed_candidate_and_json(linear, mixture, ta
     s = R.learn_schedule(mixture, linear, taught, 4, "unipc", steps=0, candidates=[extra])
     i = s.info
     assert "optimized" in i["candidates"]
-    best = min(i["candidates"], key=lambda k: i["candidates"][k]["rmse"])
+    best = i["guard_reference"]
     assert i["selected"] == best and i["best_step"] == 0
     assert i["held_out"] == i["candidates"][best]
     back = R.Schedule.load(s.save(tmp_path / "l.json"), linear)
@@ -99,7 +100,7 @@ def test_learns_from_pure_noise_for_a_flow_model(mixture):
     lam = np.asarray(s.lam)
     assert np.isneginf(lam[0]) and np.isposinf(lam[-1]) and np.all(np.diff(lam) > 0)
     assert set(s.info["candidates"]) == {"uniform", "quadratic", "shift"}
-    assert s.info["held_out"]["rmse"] <= min(v["rmse"] for v in s.info["candidates"].values())
+    assert s.info["held_out"]["rmse"] <= s.info["candidates"][s.info["guard_reference"]]["rmse"]
 
 
 def test_bad_input_is_named(linear, mixture, taught):
@@ -145,3 +146,38 @@ def test_pretrained_schedule_prefers_learned_then_optimized_then_rbe(tmp_path):
     with pytest.raises(FileNotFoundError, match="nfe=7"):
         R.pretrained_schedule("digits", 7)
     assert (pretrained_path("digits") / "schedules").is_dir()
+
+
+@pytest.mark.parametrize("family", ["ddpm", "flow"])
+def test_coefficient_solver_at_zero_is_dpmpp2m(mixture, family):
+    ns = R.NoiseSchedule.linear(1000) if family == "ddpm" else R.NoiseSchedule.flow(time_scale=1000.0)
+    model = mixture if family == "ddpm" else mixture.as_family(ns, "velocity").denoiser
+    z = jax.random.normal(jax.random.key(5), (16, 8))
+    for nfe in (1, 2, 6):
+        s = R.baseline_schedule(ns, nfe, "uniform")
+        want = R.rbe_sample(model, z, s, "dpmpp2m")
+        got = jax.jit(R.rbe_sample)(model, z, s, R.dpmpp2m_coefficients(np.zeros(nfe), np.zeros(nfe)))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    other = R.rbe_sample(model, z, s, R.dpmpp2m_coefficients(np.full(6, 0.3), np.zeros(6)))
+    assert float(jnp.abs(other - want).max()) > 1e-3  # the coefficients act
+    with pytest.raises(ValueError, match="same length"):
+        R.dpmpp2m_coefficients(np.zeros(3), np.zeros(4))
+
+
+def test_learned_coefficients_are_stored_and_sampled_with(linear, mixture, taught, tmp_path):
+    s = R.learn_schedule(mixture, linear, taught, 5, "dpmpp2m", coefficients=True, steps=60, batch_size=64, learning_rate=0.05)
+    i = s.info
+    held = taught.take(slice(192, None))
+    if i["selected"] != "learned":  # the guard kept a fixed spacing: then no coefficients
+        assert "coefficients" not in i
+        pytest.skip("the guard kept a fixed spacing")
+    c = i["coefficients"]
+    assert c["base"] == "dpmpp2m" and len(c["c"]) == len(c["e"]) == 5 and np.abs(c["c"]).max() > 0
+    solver = R.learned_solver(s)
+    assert R.schedule_stats(mixture, s, solver, held).as_dict() == pytest.approx(i["held_out"], rel=1e-4)
+    back = R.Schedule.load(s.save(tmp_path / "c.json"), linear)
+    np.testing.assert_array_equal(np.asarray(R.rbe_sample(mixture, held.noise, back, R.learned_solver(back))), np.asarray(R.rbe_sample(mixture, held.noise, s, solver)))
+    with pytest.raises(ValueError, match="no learned solver coefficients"):
+        R.learned_solver(R.baseline_schedule(linear, 5))
+    with pytest.raises(ValueError, match="solver='dpmpp2m'"):
+        R.learn_schedule(mixture, linear, taught, 5, "unipc", coefficients=True)

@@ -97,6 +97,9 @@ def per_sample_rms(x: jax.Array, reference: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(d * d, axis=1))
 
 
+STAT_FIELDS = ("score", "rmse", "median")
+
+
 class ErrorStats(NamedTuple):
     """A schedule's errors on a batch, from the ``(B,)`` per-sample RMS errors ``e``.
 
@@ -105,31 +108,33 @@ class ErrorStats(NamedTuple):
         weighs every sample alike instead of letting a few far-off samples dominate).
       rmse: ``sqrt(mean(e^2))``, the root-mean-square error over every element.
       median: ``median(e)``, the typical sample's error.
+      errors: ``e`` itself (``None`` when not kept).
     """
 
     score: float
     rmse: float
     median: float
+    errors: np.ndarray | None = None  # the (B,) per-sample errors, when known (for the guard's resampling)
 
     def no_worse_than(self, other: "ErrorStats") -> bool:
         """No larger RMSE and no larger median per-sample error than ``other``."""
         return self.rmse <= other.rmse and self.median <= other.median
 
     def as_dict(self) -> dict:
-        return {k: float(v) for k, v in self._asdict().items()}
+        return {k: float(getattr(self, k)) for k in STAT_FIELDS}
 
 
 def error_stats(e) -> ErrorStats:
     """:class:`ErrorStats` of per-sample errors ``e`` ``(B,)`` (non-finite errors give ``inf``)."""
     e = np.asarray(e, np.float64)
     if not np.all(np.isfinite(e)):
-        return ErrorStats(np.inf, np.inf, np.inf)
-    return ErrorStats(float(np.mean(e)), float(np.sqrt(np.mean(e * e))), float(np.median(e)))
+        return ErrorStats(np.inf, np.inf, np.inf, e)
+    return ErrorStats(float(np.mean(e)), float(np.sqrt(np.mean(e * e))), float(np.median(e)), e)
 
 
 def best_of(stats: dict[str, ErrorStats]) -> ErrorStats:
     """The elementwise best (smallest) of several schedules' statistics."""
-    return ErrorStats(*(min(getattr(v, k) for v in stats.values()) for k in ErrorStats._fields))
+    return ErrorStats(*(min(getattr(v, k) for v in stats.values()) for k in STAT_FIELDS))
 
 
 def balanced(ref: ErrorStats) -> Callable[[ErrorStats], float]:
@@ -141,10 +146,15 @@ def balanced(ref: ErrorStats) -> Callable[[ErrorStats], float]:
     return lambda st: 0.5 * (st.rmse**2 / ref.rmse**2 + st.score / ref.score)
 
 
-def pick_guarded(tuned: ErrorStats, fixed: dict[str, ErrorStats], rank: dict[str, ErrorStats] | None = None) -> tuple[str | None, str]:
+def pick_guarded(
+    tuned: ErrorStats, fixed: dict[str, ErrorStats], rank: dict[str, ErrorStats] | None = None, *, confidence: float = 0.8, resamples: int = 1000
+) -> tuple[str | None, str]:
     """The guard on held-out noise: ``(None, reason)`` when the tuned schedule's held-out
     statistics ``tuned`` are no worse than those of the best fixed candidate in RMSE and in
-    median per-sample error; else ``(that candidate's name, reason)``: return it instead.
+    median per-sample error, and stay so in at least ``confidence`` of paired bootstrap
+    resamples of the held-out samples (when both carry their per-sample errors: a win that a
+    few samples decide is not taken); else ``(that candidate's name, reason)``: return it
+    instead.
 
     Args:
       tuned: the tuned schedule's statistics on the held-out samples.
@@ -152,11 +162,21 @@ def pick_guarded(tuned: ErrorStats, fixed: dict[str, ErrorStats], rank: dict[str
       rank: each candidate's statistics on more samples (all the calibration noise, say), to
         pick the best candidate by RMSE with less noise than the held-out part alone gives;
         default ``fixed``.
+      confidence: the share of resamples in which the tuned schedule must be no worse.
+      resamples: bootstrap resamples (a fixed seed: the guard is deterministic).
     """
     rank = fixed if rank is None else rank
     best = min(rank, key=lambda k: rank[k].rmse)
     b = fixed[best]
-    if tuned.no_worse_than(b):
-        return None, f"no worse than the best fixed candidate ({best}) on the held-out samples"
     worse = [k for k in ("rmse", "median") if getattr(tuned, k) > getattr(b, k)]
-    return best, f"worse than {best} on the held-out samples in {', '.join(worse)}: {best} kept"
+    if not worse and tuned.errors is not None and b.errors is not None and len(tuned.errors) == len(b.errors):
+        idx = np.random.default_rng(0).integers(0, len(b.errors), (resamples, len(b.errors)))
+        t, f = tuned.errors[idx], b.errors[idx]
+        share = {
+            "rmse": float(np.mean(np.mean(t * t, axis=1) <= np.mean(f * f, axis=1))),
+            "median": float(np.mean(np.median(t, axis=1) <= np.median(f, axis=1))),
+        }
+        worse = [f"{k} (no worse in only {v:.0%} of resamples)" for k, v in share.items() if v < confidence]
+    if not worse:
+        return None, f"no worse than the best fixed candidate ({best}) on the held-out samples"
+    return best, f"not surely better than {best} on the held-out samples in {', '.join(worse)}: {best} kept"

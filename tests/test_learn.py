@@ -134,6 +134,15 @@ def test_split_stats_and_guard():
     assert pick_guarded(R.ErrorStats(0.5, 0.8, 1.1), fixed)[0] is None  # beats b (the best by RMSE) on both
     name, why = pick_guarded(R.ErrorStats(0.5, 0.95, 0.5), fixed)
     assert name == "b" and "rmse" in why
+    # with per-sample errors, a win that a few samples decide is not taken
+    ref = np.random.default_rng(1).exponential(1.0, 64)
+    fixed = {"q": error_stats(ref)}
+    assert pick_guarded(error_stats(0.9 * ref), fixed)[0] is None  # every sample better
+    noisy = ref * np.random.default_rng(0).uniform(0.6, 1.3, 64)
+    st = error_stats(noisy)
+    assert st.rmse <= fixed["q"].rmse and st.median <= fixed["q"].median  # better on the whole part...
+    name, why = pick_guarded(st, fixed)
+    assert name == "q" and "resamples" in why  # ...but not surely
 
 
 def test_pretrained_schedule_prefers_learned_then_optimized_then_rbe(tmp_path):

@@ -95,8 +95,12 @@ def main():
         test = R.make_teacher(model, ns, jax.random.normal(jax.random.key(202), (n_test, *shape)), tsteps)
         print(f"{label}: teachers of {n_calib} + {n_test} samples, {calib.steps} steps ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-        def score(s, solver):  # solver: a name or a Solver
-            st = R.schedule_stats(model, s, solver, test).as_dict()
+        errors = {}  # per-sample test errors of the last scored schedules, for the intervals
+
+        def score(s, solver, key=None):  # solver: a name or a Solver
+            full = R.schedule_stats(model, s, solver, test)
+            errors[key] = full.errors
+            st = full.as_dict()
             if digits:
                 from rbe_jax.metrics import frechet_distance
 
@@ -106,24 +110,25 @@ def main():
 
         for solver in a.solvers:
             for nfe in a.nfe:
-                fixed = {k: score(R.baseline_schedule(ns, nfe, k), solver) for k in valid_baselines(ns)}
+                fixed = {k: score(R.baseline_schedule(ns, nfe, k), solver, k) for k in valid_baselines(ns)}
                 best = min(fixed, key=lambda k: fixed[k]["rmse"])
+                ref_errors = errors[best]
                 row = dict(model=label, solver=solver, nfe=nfe, best_fixed=best, fixed=fixed)
                 extra = []
                 if not a.no_optimize:
                     t0 = time.perf_counter()
                     opt = R.optimize_schedule(model, ns, calib.noise, nfe, solver, reference=calib.x, reference_steps=calib.steps)
-                    row["optimized"] = dict(score(opt, solver), seconds=round(time.perf_counter() - t0, 1), selected=opt.info["selected"])
+                    row["optimized"] = dict(score(opt, solver, "o"), ratio_ci=ratio_ci(errors["o"], ref_errors), seconds=round(time.perf_counter() - t0, 1), selected=opt.info["selected"])
                     extra = [opt]
                 t0 = time.perf_counter()
                 s = R.learn_schedule(model, ns, calib, nfe, solver, candidates=extra, **opts)
-                row["learned"] = dict(score(s, solver), seconds=round(time.perf_counter() - t0, 1), selected=s.info["selected"], best_step=s.info["best_step"], model_evals=s.info["model_evals"])
+                row["learned"] = dict(score(s, solver, "l"), ratio_ci=ratio_ci(errors["l"], ref_errors), seconds=round(time.perf_counter() - t0, 1), selected=s.info["selected"], best_step=s.info["best_step"], model_evals=s.info["model_evals"])
                 row["learned_lam"] = [float(v) for v in np.asarray(s.lam)]
                 if solver == "dpmpp2m":  # the S4S-style arm: 2M's per-step coefficients learned with the times
                     t0 = time.perf_counter()
                     sc = R.learn_schedule(model, ns, calib, nfe, solver, candidates=extra, coefficients=True, **opts)
                     with_coefficients = R.learned_solver(sc) if "coefficients" in sc.info else solver
-                    row["learned_coefficients"] = dict(score(sc, with_coefficients), seconds=round(time.perf_counter() - t0, 1), selected=sc.info["selected"])
+                    row["learned_coefficients"] = dict(score(sc, with_coefficients, "c"), ratio_ci=ratio_ci(errors["c"], ref_errors), seconds=round(time.perf_counter() - t0, 1), selected=sc.info["selected"])
                     row["learned_coefficients_schedule"] = sc.to_dict()
                 rows.append(row)
                 f, l = fixed[best], row["learned"]
@@ -131,7 +136,7 @@ def main():
                 print(
                     f"  {label} {solver} nfe {nfe}: best fixed {best} RMSE {f['rmse']:.4g} med {f['median']:.4g}"
                     + (f" | optimized {o['rmse']:.4g} ({o['rmse'] / f['rmse']:.2f}x) med {o['median']:.4g} [{o['selected']}]" if o else "")
-                    + f" | learned {l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) med {l['median']:.4g} [{l['selected']}, {l['seconds']:.0f}s]"
+                    + f" | learned {l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x, 90% {l['ratio_ci'][0]:.2f}-{l['ratio_ci'][1]:.2f}) med {l['median']:.4g} [{l['selected']}, {l['seconds']:.0f}s]"
                     + (f" | +coefficients {row['learned_coefficients']['rmse']:.4g} ({row['learned_coefficients']['rmse'] / f['rmse']:.2f}x) med {row['learned_coefficients']['median']:.4g} [{row['learned_coefficients']['selected']}]" if "learned_coefficients" in row else ""),
                     flush=True,
                 )
@@ -146,13 +151,20 @@ def main():
     print(f"wrote {out}.md/.json")
 
 
+def ratio_ci(e, ref, n: int = 2000) -> list[float]:
+    """90% paired bootstrap interval of the RMSE ratio of per-sample errors ``e`` to ``ref``."""
+    idx = np.random.default_rng(0).integers(0, len(e), (n, len(e)))
+    r = np.sqrt(np.mean(e[idx] ** 2, axis=1) / np.mean(ref[idx] ** 2, axis=1))
+    return [round(float(v), 3) for v in np.quantile(r, [0.05, 0.95])]
+
+
 def coef(r, f) -> str:
     """The coefficients arm's cells (2M rows only)."""
     c = r.get("learned_coefficients")
     if c is None:
         return "- | - |"
     fd = f", FD {c['fd']:.3f}" if "fd" in c else ""
-    return f"{c['rmse']:.4g} ({c['rmse'] / f['rmse']:.2f}x) [{c['selected']}] | {c['median']:.4g} ({c['median'] / f['median']:.2f}x){fd} |"
+    return f"{c['rmse']:.4g} ({c['rmse'] / f['rmse']:.2f}x; {c['ratio_ci'][0]:.2f}-{c['ratio_ci'][1]:.2f}) [{c['selected']}] | {c['median']:.4g} ({c['median'] / f['median']:.2f}x){fd} |"
 
 
 def markdown(meta, rows) -> str:
@@ -162,7 +174,7 @@ def markdown(meta, rows) -> str:
         "",
         f"`{meta['command']}` — {meta['date']}, {meta['machine']}.",
         "",
-        "RMSE and median per-sample RMS error to an accurate solve of the same test noise; ratios to the best fixed spacing (by RMSE)."
+        "RMSE and median per-sample RMS error to an accurate solve of the same test noise; ratios to the best fixed spacing (by RMSE), with the 90% paired bootstrap interval of the RMSE ratio over the test samples. [selected]: what the held-out guard kept."
         + (" FD: Frechet distance of the evaluation classifier's features to the real digits." if fd else ""),
         "",
         "| model | solver | NFE | best fixed | RMSE | median | optimized RMSE (x) | median (x) | learned RMSE (x) | median (x) |" + (" FD fixed / opt / learned |" if fd else "") + " learned s | learned + 2M coefficients RMSE (x) | median (x) |",
@@ -170,11 +182,11 @@ def markdown(meta, rows) -> str:
     ]
     for r in rows:
         f, l, o = r["fixed"][r["best_fixed"]], r["learned"], r.get("optimized")
-        oc = f"{o['rmse']:.4g} ({o['rmse'] / f['rmse']:.2f}x) | {o['median']:.4g} ({o['median'] / f['median']:.2f}x)" if o else "- | -"
+        oc = f"{o['rmse']:.4g} ({o['rmse'] / f['rmse']:.2f}x; {o['ratio_ci'][0]:.2f}-{o['ratio_ci'][1]:.2f}) | {o['median']:.4g} ({o['median'] / f['median']:.2f}x)" if o else "- | -"
         fds = f" {f['fd']:.3f} / {o['fd'] if o else float('nan'):.3f} / {l['fd']:.3f} |" if fd else ""
         L.append(
             f"| {r['model']} | {r['solver']} | {r['nfe']} | {r['best_fixed']} | {f['rmse']:.4g} | {f['median']:.4g} | {oc} | "
-            f"{l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x) | {l['median']:.4g} ({l['median'] / f['median']:.2f}x) [{l['selected']}] |{fds} {l['seconds']:.0f} | {coef(r, f)}"
+            f"{l['rmse']:.4g} ({l['rmse'] / f['rmse']:.2f}x; {l['ratio_ci'][0]:.2f}-{l['ratio_ci'][1]:.2f}) | {l['median']:.4g} ({l['median'] / f['median']:.2f}x) [{l['selected']}] |{fds} {l['seconds']:.0f} | {coef(r, f)}"
         )
     return "\n".join(L) + "\n"
 

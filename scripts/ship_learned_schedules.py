@@ -40,7 +40,7 @@ def main():
     n_test = 256  # bench/learned.py's default test size for the digits models
     test = R.make_teacher(model, ns, jax.random.normal(jax.random.key(202), (n_test, *info.image_shape)), 250)
 
-    def score(s, solver):
+    def score(s, solver):  # solver: a name or a Solver
         st = R.schedule_stats(model, s, solver, test).as_dict()
         f, _ = clf.features_and_probs(np.asarray(R.rbe_sample(model, test.noise, s, solver)))
         return dict(st, fd=frechet_distance(f, real_f))
@@ -48,14 +48,21 @@ def main():
     lines = [f"# Learned schedules shipped with {a.model}", "", f"From `{bench['meta']['command']}` ({bench['meta']['date']}); {n_test} test samples (seed 202), RMSE to a 250-step DPM-Solver++(2M) solve.", "",
              "| solver | NFE | shipped default | RMSE | median | FD | learned RMSE | median | FD | shipped? |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in bench["rows"]:
-        if row["learned"]["selected"] != "learned":
-            continue
         solver, nfe = row["solver"], row["nfe"]
-        learned = R.Schedule.from_lambdas(ns, np.asarray(row["learned_lam"]), method="learned", info=dict(solver=solver, made_by=bench["meta"]["command"], bench_test=row["learned"]))
-        current = R.pretrained_schedule(a.model, nfe, solver) if not shipped_schedule_file(info.path, "learned", nfe, solver).is_file() else None
-        if current is None:
+        made_by = dict(made_by=bench["meta"]["command"])
+        co = row.get("learned_coefficients")
+        if co and co["selected"] == "learned" and co["rmse"] < row["learned"]["rmse"]:  # 2M with learned coefficients
+            d = R.Schedule.from_dict(row["learned_coefficients_schedule"], ns)
+            learned = R.Schedule.from_lambdas(ns, np.asarray(d.lam, np.float64), method="learned", info={**d.info, **made_by, "bench_test": co})
+        elif row["learned"]["selected"] == "learned":
+            learned = R.Schedule.from_lambdas(ns, np.asarray(row["learned_lam"]), method="learned", info=dict(solver=solver, **made_by, bench_test=row["learned"]))
+        else:
             continue
-        c, l = score(current, solver), score(learned, solver)
+        if shipped_schedule_file(info.path, "learned", nfe, solver).is_file():
+            continue  # shipped already: compare against what shipped before it
+        current = R.pretrained_schedule(a.model, nfe, solver)
+        c = score(current, solver)
+        l = score(learned, R.learned_solver(learned) if "coefficients" in learned.info else solver)
         ok = l["rmse"] < c["rmse"] and l["median"] <= c["median"] and l["fd"] <= c["fd"]
         lines.append(f"| {solver} | {nfe} | {current.method} | {c['rmse']:.4g} | {c['median']:.4g} | {c['fd']:.3f} | {l['rmse']:.4g} | {l['median']:.4g} | {l['fd']:.3f} | {'yes' if ok else 'no'} |")
         print(lines[-1], flush=True)

@@ -142,3 +142,18 @@ def test_shipped_flow_schedules(nfe):
     assert rbe.nfe == nfe and rbe.indices[:2].tolist() == [99, 98]  # every path leaves pure noise by one exact step
     opt = R.Schedule.load(path / f"optimized_nfe{nfe}_unipc.json", info.noise_schedule)
     assert opt.nfe == nfe and opt.info["solver"] == "unipc" and opt.info["rmse"] <= opt.info["start_rmse"]
+
+
+@pytest.mark.parametrize("name", ["digits", "digits_flow"])
+def test_shipped_learned_schedules_are_the_default(name):
+    """Learned schedules ship only where they beat the previous default on held-out noise
+    (scripts/ship_learned_schedules.py); where one ships, it is what --schedule auto and
+    R.pretrained_schedule pick."""
+    info = R.model_info(name)
+    files = sorted((pretrained_path(name) / "schedules").glob("learned_*.json"))
+    for f in files:
+        s = R.Schedule.load(f, info.noise_schedule)
+        solver = s.info["solver"]
+        assert s.method == "learned" and f.name == f"learned_nfe{s.nfe}_{solver}.json"
+        assert s.info["bench_test"]["rmse"] > 0 and "bench/learned.py" in s.info["made_by"]
+        assert R.pretrained_schedule(name, s.nfe, solver) == s

@@ -26,7 +26,6 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ._batch import compute_dtype
 from ._progress import progress_reporter
@@ -199,6 +198,8 @@ def learn_schedule(
       ValueError: bad options, a model that quantizes its time, candidates of another NFE or
         process, noise that does not match a given teacher.
     """
+    import optax  # only here: importing rbe_jax stays light
+
     t0 = time.perf_counter()
     if not isinstance(noise_schedule, NoiseSchedule):
         raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")

@@ -178,12 +178,6 @@ def _load_schedule(f: Path, info):
     return load_model_schedule(f, info)
 
 
-def _guided_names(args) -> tuple[str, str]:
-    """File names of a guided RBE schedule: label-specific (cache) and label-agnostic (shipped)."""
-    w = f"w{args.guidance:g}"
-    return f"rbe_nfe{args.nfe}_label{args.label}_{w}_{args.solver}.json", f"rbe_nfe{args.nfe}_{w}.json"
-
-
 def _resolve_schedule(args, path, info, model):
     from .cache import cached_schedule_path
     from .schedule import BASELINES, baseline_schedule
@@ -192,6 +186,7 @@ def _resolve_schedule(args, path, info, model):
     grid = info.default_grid
     w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
     tuned = {k: shipped_schedule_file(path, k, args.nfe, args.solver, w) for k in ("learned", "optimized")}
+    shipped_rbe = shipped_schedule_file(path, "rbe", args.nfe, guidance=w)
     kind = args.schedule
     if kind == "auto":
         kind = next((k for k, f in tuned.items() if f.is_file()), "rbe")
@@ -204,18 +199,16 @@ def _resolve_schedule(args, path, info, model):
         if args.nfe >= grid.K:
             raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
         if args.label is None:
-            shipped = path / "schedules" / f"rbe_nfe{args.nfe}.json"
-            if shipped.is_file():
-                return _load_schedule(shipped, info)
+            if shipped_rbe.is_file():
+                return _load_schedule(shipped_rbe, info)
             _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; `rbe-jax calibrate --nfe {args.nfe} --out FILE` saves one)")
             return _calibrate(model, grid, info, args.nfe, 256, 1234)
-        specific, agnostic = _guided_names(args)
-        cached = cached_schedule_path(path, specific)
+        # a schedule calibrated for this label wins over the label-agnostic shipped one
+        cached = cached_schedule_path(path, f"rbe_nfe{args.nfe}_label{args.label}_w{args.guidance:g}_{args.solver}.json")
         if cached.is_file():
             return _load_schedule(cached, info)
-        shipped = path / "schedules" / agnostic
-        if shipped.is_file():
-            return _load_schedule(shipped, info)
+        if shipped_rbe.is_file():
+            return _load_schedule(shipped_rbe, info)
         _say(f"no RBE schedule yet for label {args.label}, guidance {args.guidance:g}, nfe={args.nfe}: calibrating one now (256 samples); cached at {cached}")
         sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
         sched.save(cached)

@@ -33,7 +33,7 @@ from .noise import NoiseSchedule
 from .sampler import _scan, _scan_jit, prepare_denoiser
 from .schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
 from .solvers import Solver, dpmpp2m_coefficients, get_solver
-from .teacher import ErrorStats, Teacher, balanced, best_of, error_stats, make_teacher, per_sample_rms, pick_guarded, split
+from .teacher import ErrorStats, Teacher, balanced, best_by_rmse, best_of, error_stats, make_teacher, per_sample_rms, pick_guarded, split
 
 __all__ = ["learn_schedule", "schedule_stats", "LOSSES"]
 
@@ -243,10 +243,11 @@ def learn_schedule(
     cands = {k: baseline_schedule(noise_schedule, nfe, k) for k in valid_baselines(noise_schedule)}
     for s in candidates:
         cands[s.method if s.method not in cands else f"{s.method}#{len(cands)}"] = s
-    on_fit = {k: schedule_stats(den, s, solver, fit) for k, s in cands.items()}
-    on_held = {k: schedule_stats(den, s, solver, held) for k, s in cands.items()}
     on_all = {k: schedule_stats(den, s, solver, teacher) for k, s in cands.items()}  # ranks the candidates for the guard
-    evals += 2 * len(cands) * nfe * int(noise.shape[0])
+    on_fit = {k: v.take(fit_rows) for k, v in on_all.items()}
+    on_held = {k: v.take(held_rows) for k, v in on_all.items()}
+    reference = best_by_rmse(on_all)
+    evals += len(cands) * nfe * int(noise.shape[0])
     ref_fit, ref_held = best_of(on_fit), best_of(on_held)
     crit_fit, crit_held = _criterion(loss, ref_fit), _criterion(loss, ref_held)
     start = min(on_fit, key=lambda k: crit_fit(on_fit[k]))
@@ -336,7 +337,7 @@ def learn_schedule(
     finally:
         close()
     if best is None:
-        fallback = min(on_all, key=lambda k: on_all[k].rmse)
+        fallback = reference
         why = f"no iterate was no worse than the best fixed candidate on the held-out samples in RMSE and median: {fallback} kept"
         best_s, best = cands[fallback], on_held[fallback]
     else:
@@ -345,7 +346,7 @@ def learn_schedule(
         solver=solver.name,
         selected="learned" if fallback is None else fallback,
         guard=why,
-        guard_reference=min(on_all, key=lambda k: on_all[k].rmse),
+        guard_reference=reference,
         start=start,
         held_out=best.as_dict(),
         candidates={k: v.as_dict() for k, v in on_held.items()},

@@ -24,7 +24,7 @@ from ._batch import compute_dtype
 from ._progress import progress_reporter
 from .local_error import accurate_steps, local_error_schedule, trajectory
 from .learn import schedule_stats
-from .teacher import ErrorStats, Teacher, make_teacher, pick_guarded, split
+from .teacher import ErrorStats, Teacher, best_by_rmse, make_teacher, pick_guarded, split
 from .noise import NoiseSchedule
 from .sampler import _scan_jit, prepare_denoiser, rbe_sample
 from .schedule import BASELINES, valid_baselines, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
@@ -75,9 +75,9 @@ def _on_grid(grid: NoiseSchedule, schedule: Schedule) -> np.ndarray:
     return np.append(posc, -1)
 
 
-def _held_stats(model, grid: NoiseSchedule, idx: np.ndarray, solver: Solver, held: Teacher) -> ErrorStats:
-    """The held-out statistics of the schedule ``idx`` on ``grid``."""
-    return schedule_stats(model, Schedule.from_indices(grid, idx), solver, held)
+def _grid_stats(model, grid: NoiseSchedule, idx: np.ndarray, solver: Solver, teacher: Teacher) -> ErrorStats:
+    """The statistics of the schedule ``idx`` on ``grid`` against ``teacher``."""
+    return schedule_stats(model, Schedule.from_indices(grid, idx), solver, teacher)
 
 
 def _move_sizes(K: int) -> list[int]:
@@ -209,7 +209,6 @@ def optimize_schedule(
     if validation is not None:  # hold the last samples out: the search never sees them
         fit, held = split(B, validation)
         all_teacher = Teacher(noise, reference, steps, 0, 0.0)
-        held_teacher = all_teacher.take(held)
         noise, reference, B = noise[fit], reference[fit], fit.size
         if kept is not None:
             kept = (kept[0], kept[1][:, fit], kept[2][fit])
@@ -271,15 +270,15 @@ def optimize_schedule(
     scores = {k: v[0] for k, v in scored.items()}
     guard = {}
     if validation is not None:
-        on_held = {k: _held_stats(model, grid, v, solver, held_teacher) for k, v in starts.items()}
-        mine = _held_stats(model, grid, idx, solver, held_teacher)
-        evals += (len(starts) + 1) * nfe * int(held_teacher.noise.shape[0]) + len(starts) * nfe * int(all_teacher.noise.shape[0])
-        on_all = {k: _held_stats(model, grid, v, solver, all_teacher) for k, v in starts.items()}
+        on_all = {k: _grid_stats(model, grid, v, solver, all_teacher) for k, v in starts.items()}
+        on_held = {k: v.take(held) for k, v in on_all.items()}
+        mine = _grid_stats(model, grid, idx, solver, all_teacher.take(held))
+        evals += len(starts) * nfe * int(all_teacher.noise.shape[0]) + nfe * held.size
         fallback, why = pick_guarded(mine, on_held, on_all)
         if fallback is not None:
             idx, mine = starts[fallback].copy(), on_held[fallback]
-        guard = dict(selected="optimized" if fallback is None else fallback, guard=why, guard_reference=min(on_all, key=lambda k: on_all[k].rmse), held_out=mine.as_dict(),
-                     held_out_candidates={k: v.as_dict() for k, v in on_held.items()}, held_out_samples=int(held_teacher.noise.shape[0]))
+        guard = dict(selected="optimized" if fallback is None else fallback, guard=why, guard_reference=best_by_rmse(on_all), held_out=mine.as_dict(),
+                     held_out_candidates={k: v.as_dict() for k, v in on_held.items()}, held_out_samples=int(held.size))
     info = dict(
         solver=solver.name,
         **guard,

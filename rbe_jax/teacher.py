@@ -24,7 +24,7 @@ from .noise import NoiseSchedule
 from .schedule import grid_schedule
 from .solvers import dpmpp2m
 
-__all__ = ["Teacher", "ErrorStats", "make_teacher", "split", "per_sample_rms", "error_stats", "best_of", "balanced", "pick_guarded"]
+__all__ = ["Teacher", "ErrorStats", "make_teacher", "split", "per_sample_rms", "error_stats", "best_by_rmse", "best_of", "balanced", "pick_guarded"]
 
 
 class Teacher(NamedTuple):
@@ -123,6 +123,10 @@ class ErrorStats(NamedTuple):
     def as_dict(self) -> dict:
         return {k: float(getattr(self, k)) for k in STAT_FIELDS}
 
+    def take(self, rows) -> "ErrorStats":
+        """The statistics of the samples ``rows`` alone (needs :attr:`errors`)."""
+        return error_stats(self.errors[rows])
+
 
 def error_stats(e) -> ErrorStats:
     """:class:`ErrorStats` of per-sample errors ``e`` ``(B,)`` (non-finite errors give ``inf``)."""
@@ -130,6 +134,11 @@ def error_stats(e) -> ErrorStats:
     if not np.all(np.isfinite(e)):
         return ErrorStats(np.inf, np.inf, np.inf, e)
     return ErrorStats(float(np.mean(e)), float(np.sqrt(np.mean(e * e))), float(np.median(e)), e)
+
+
+def best_by_rmse(stats: dict[str, ErrorStats]) -> str:
+    """The name of the schedule with the lowest RMSE."""
+    return min(stats, key=lambda k: stats[k].rmse)
 
 
 def best_of(stats: dict[str, ErrorStats]) -> ErrorStats:
@@ -165,8 +174,7 @@ def pick_guarded(
       confidence: the share of resamples in which the tuned schedule must be no worse.
       resamples: bootstrap resamples (a fixed seed: the guard is deterministic).
     """
-    rank = fixed if rank is None else rank
-    best = min(rank, key=lambda k: rank[k].rmse)
+    best = best_by_rmse(fixed if rank is None else rank)
     b = fixed[best]
     worse = [k for k in ("rmse", "median") if getattr(tuned, k) > getattr(b, k)]
     if not worse and tuned.errors is not None and b.errors is not None and len(tuned.errors) == len(b.errors):

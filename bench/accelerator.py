@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 import rbe_jax as R
-from rbe_jax.nets import UNet, UNetConfig
+from rbe_jax.zoo.nets import UNet, UNetConfig
 
 LARGE = {
     "unet32x32x3": (UNetConfig(image_size=32, in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_heads=4, num_groups=32), 64),

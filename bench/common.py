@@ -42,12 +42,12 @@ def setup(name: str, n_calib: int | None = None, n_test: int | None = None, guid
         shape = (32,)
         grid = full.respace(100)
     elif name == "digits":
-        from rbe_jax.checkpoint import load_model_info, pretrained_path
+        from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
         info = load_model_info(pretrained_path("digits"))
         model, full, grid, shape = R.load_pretrained("digits"), info.noise_schedule, info.default_grid, info.image_shape
     elif name == "digits_cond":
-        from rbe_jax.checkpoint import load_model_info, pretrained_path
+        from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
         info = load_model_info(pretrained_path("digits_cond"))
         net, full, grid, shape = R.load_pretrained("digits_cond"), info.noise_schedule, info.default_grid, info.image_shape
@@ -102,15 +102,15 @@ def python_loop(model, schedule: R.Schedule, solver="ddim"):
     step), the yardstick of the scan's overhead."""
     import jax.numpy as jnp
 
-    solver = R.solvers.get_solver(solver)
-    den = R.models.as_denoiser(model, schedule.noise_schedule)
-    pts = R.schedule.schedule_points(schedule, jnp.float32)
-    steps = R.sampler.step_times(pts)
+    solver = R.core.solvers.get_solver(solver)
+    den = R.core.models.as_denoiser(model, schedule.noise_schedule)
+    pts = R.core.schedule.schedule_points(schedule, jnp.float32)
+    steps = R.core.sampler.step_times(pts)
 
     @jax.jit
     def one(x, state, i):
-        pred = den(x, R.noise.Point(*(v[i] for v in pts)))
-        return solver.step(state, x, pred, R.solvers.StepTimes(*(v[i] for v in steps)))
+        pred = den(x, R.core.noise.Point(*(v[i] for v in pts)))
+        return solver.step(state, x, pred, R.core.solvers.StepTimes(*(v[i] for v in steps)))
 
     def run(noise):
         x = den.process.start(noise, pts.sigma[0])

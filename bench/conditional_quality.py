@@ -20,9 +20,9 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
-from rbe_jax.data import load_digits
-from rbe_jax.metrics import train_digit_classifier
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.data import load_digits
+from rbe_jax.zoo.metrics import train_digit_classifier
 
 
 def main():

@@ -32,11 +32,11 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
-from rbe_jax.cli import save_grid_png
-from rbe_jax.data import load_digits
-from rbe_jax.metrics import frechet_distance, train_digit_classifier
-from rbe_jax.solvers import get_solver
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
+from rbe_jax.app.cli import save_grid_png
+from rbe_jax.zoo.data import load_digits
+from rbe_jax.zoo.metrics import frechet_distance, train_digit_classifier
+from rbe_jax.core.solvers import get_solver
 
 KINDS = ("uniform", "quadratic", "logsnr", "rbe")
 SOLVERS = ("ddim", "dpmpp2m")

@@ -59,8 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.noise import Point
-from rbe_jax.schedule import schedule_points
+from rbe_jax.core.noise import Point
+from rbe_jax.core.schedule import schedule_points
 from common import bootstrap_ratio, per_sample_rmse
 
 FAMILIES = {
@@ -92,7 +92,7 @@ def heun_sample(model, noise, schedule):
     Euler steps corrected by the trapezoid rule except the last (NFE = 2 nfe - 1); in sigma
     for VP, VE and EDM models (``dy/dsigma = eps`` with ``y = x / alpha``), in ``t`` for flow
     models (``dx/dt = eps - x0``)."""
-    den = R.models.as_denoiser(model, schedule.noise_schedule)
+    den = R.core.models.as_denoiser(model, schedule.noise_schedule)
     pts = schedule_points(schedule, jnp.float32)
     flow = den.process.family == "flow"
     return _heun_jit(den, noise, pts, flow)

@@ -26,8 +26,8 @@ import jax
 from flax import nnx
 
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
-from rbe_jax.nets import UNet, UNetConfig
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.nets import UNet, UNetConfig
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -79,7 +79,7 @@ def guided_cli(nfe: int = 6, guidance: float = 3.0) -> dict:
     """Two identical guided CLI calls (the first calibrates and caches, the second reuses)."""
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, RBE_JAX_CACHE=str(Path(d) / "cache"))
-        cmd = [sys.executable, "-m", "rbe_jax.cli", "sample", "--label", "3", "--guidance", str(guidance), "--nfe", str(nfe), "--n", "16", "--out", str(Path(d) / "g.png")]
+        cmd = [sys.executable, "-m", "rbe_jax.app.cli", "sample", "--label", "3", "--guidance", str(guidance), "--nfe", str(nfe), "--n", "16", "--out", str(Path(d) / "g.png")]
         walls = []
         for _ in range(2):
             t0 = time.perf_counter()

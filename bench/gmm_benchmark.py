@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.metrics import frechet_distance
-from rbe_jax.solvers import get_solver
+from rbe_jax.zoo.metrics import frechet_distance
+from rbe_jax.core.solvers import get_solver
 from common import python_loop
 
 KINDS = ["uniform", "quadratic", "logsnr", "rbe"]

@@ -20,7 +20,7 @@ import jax
 from flax import nnx
 
 import rbe_jax as R
-from rbe_jax.nets import UNet
+from rbe_jax.zoo.nets import UNet
 
 from accelerator import LARGE, SMALL
 

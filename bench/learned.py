@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.schedule import valid_baselines
+from rbe_jax.core.schedule import valid_baselines
 
 FAMILIES = {
     "ddpm": (R.NoiseSchedule.linear(1000), "eps"),
@@ -84,8 +84,8 @@ def main():
         tsteps = a.teacher_steps or (None if mixture else 250)
         opts = dict(opts, **({} if a.steps is None else {"steps": a.steps}))
         if digits and clf is None:
-            from rbe_jax.data import load_digits
-            from rbe_jax.metrics import train_digit_classifier
+            from rbe_jax.zoo.data import load_digits
+            from rbe_jax.zoo.metrics import train_digit_classifier
 
             images, labels = load_digits(16)
             clf = train_digit_classifier(images, labels, seed=0)
@@ -102,7 +102,7 @@ def main():
             errors[key] = full.errors
             st = full.as_dict()
             if digits:
-                from rbe_jax.metrics import frechet_distance
+                from rbe_jax.zoo.metrics import frechet_distance
 
                 f, _ = clf.features_and_probs(np.asarray(R.rbe_sample(model, test.noise, s, solver)))
                 st["fd"] = frechet_distance(f, real_f)

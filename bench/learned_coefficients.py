@@ -34,9 +34,9 @@ import numpy as np
 import optax
 
 import rbe_jax as R
-from rbe_jax.learn import _lam_of, _Range, _theta_of
-from rbe_jax.models import as_denoiser
-from rbe_jax.noise import Point
+from rbe_jax.tuning.learn import _lam_of, _Range, _theta_of
+from rbe_jax.core.models import as_denoiser
+from rbe_jax.core.noise import Point
 
 
 def sample(den, ns, noise, lam, c, e):

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rbe_jax as R  # noqa: E402
-from rbe_jax.checkpoint import load_model_info, pretrained_path  # noqa: E402
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path  # noqa: E402
 
 RES, DOCS = Path("bench/results"), Path("docs")
 STYLE = {"uniform": "tab:gray", "quadratic": "tab:blue", "logsnr": "tab:green", "rbe": "tab:red"}

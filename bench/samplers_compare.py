@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.adaptive import _adaptive_loop_jit
-from rbe_jax.checkpoint import load_model_info, pretrained_path
-from rbe_jax.data import load_digits
-from rbe_jax.metrics import frechet_distance, train_digit_classifier
-from rbe_jax.solvers import get_solver
+from rbe_jax.rbe.adaptive import _adaptive_loop_jit
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.data import load_digits
+from rbe_jax.zoo.metrics import frechet_distance, train_digit_classifier
+from rbe_jax.core.solvers import get_solver
 from common import python_loop
 
 
@@ -205,8 +205,8 @@ def main():
     calibration = dict(batch=256, nfe=10, calibrate_s=t_cal, sample_s=t_one, ratio=t_cal / t_one, runs=s10.info["search_runs"], evals=s10.info["calibration_evals"])
     memory = []
     ext = jnp.asarray(grid.alpha_bar_ext, jnp.float32)
-    pts = R.noise.Point(*(jnp.asarray(v, jnp.float32) for v in grid.grid_points()))
-    den = R.models.as_denoiser(model, grid)
+    pts = R.core.noise.Point(*(jnp.asarray(v, jnp.float32) for v in grid.grid_points()))
+    den = R.core.models.as_denoiser(model, grid)
     for b in (64, 256, 1024):
         x = jax.ShapeDtypeStruct((b, *info.image_shape), jnp.float32)
         m = _adaptive_loop_jit.lower(den, pts, x, grid.K - 1, ext, 1.0, 22).compile().memory_analysis()

@@ -3,7 +3,7 @@
     python bench/schedules_compare.py --model gmm      # exact 32-d Gaussian mixture (minutes)
     python bench/schedules_compare.py --model digits   # the shipped digits model (about an hour on 2 CPU cores)
     python bench/schedules_compare.py --model digits --ship   # also writes the optimized
-        schedules into rbe_jax/pretrained/digits/schedules/optimized_nfe{N}_{solver}.json
+        schedules into rbe_jax/zoo/pretrained/digits/schedules/optimized_nfe{N}_{solver}.json
     python bench/schedules_compare.py --model digits_cond --guidance 2 --optimize-for unipc
         # the class-conditional model with classifier-free guidance, labels 0-9 in turn
 
@@ -53,8 +53,8 @@ SOLVERS = ["ddim", "dpmpp2m", "dpmpp3m", "unipc"]
 
 def digits_fd():
     """``features(x) -> FD to the real digits`` with a freshly trained evaluation classifier."""
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import frechet_distance, train_digit_classifier
+    from rbe_jax.zoo.data import load_digits
+    from rbe_jax.zoo.metrics import frechet_distance, train_digit_classifier
 
     images, labels = load_digits(16)
     clf = train_digit_classifier(images, labels, seed=0)
@@ -105,7 +105,7 @@ def main():
             scheds[f"optimized[{solver}]"] = s
             costs[f"optimized[{solver}] nfe={nfe}"] = dict(seconds=s.info["seconds"], sample_evals=s.info["model_evals"], start=s.info["start"])
             if args.ship:
-                from rbe_jax.checkpoint import pretrained_path
+                from rbe_jax.zoo.checkpoint import pretrained_path
 
                 s.save(pretrained_path("digits") / "schedules" / f"optimized_nfe{nfe}_{solver}.json")
         for solver in SOLVERS:

@@ -29,7 +29,7 @@ import numpy as np
 
 import rbe_jax as R
 from common import bootstrap_ratio, per_sample_rmse, scores
-from rbe_jax.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
 FIXED = ("uniform", "quadratic", "logsnr", "karras")
 # the scores of common.scores, with their table titles

@@ -3,12 +3,12 @@
 Public names are re-exported here; each concept lives in the module named for it.
 """
 
-from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
-from .backward_error import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
-from .checks import ModelCheck, PredictionMismatch, check_model
-from .checkpoint import CheckpointError, load_denoiser, load_model, load_pretrained, model_info, save_model
-from .calibrate import calibrate, resampled_schedule_from_paths, schedule_from_paths
-from .models import (
+from .rbe.adaptive import AdaptivePaths, adaptive_paths, local_error_paths
+from .rbe.error_bound import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
+from .core.checks import ModelCheck, PredictionMismatch, check_model
+from .zoo.checkpoint import CheckpointError, load_denoiser, load_model, load_pretrained, model_info, save_model
+from .rbe.calibration import calibrate, resampled_schedule_from_paths, schedule_from_paths
+from .core.models import (
     PREDICTIONS,
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -21,16 +21,16 @@ from .models import (
     clip_denoised,
     continuous_time_model,
 )
-from .learn import learn_schedule, schedule_stats
-from .local_error import local_error_schedule
-from .noise import NoiseSchedule
-from .optimize import optimize_schedule, reference_solution, schedule_error
-from .sampler import rbe_sample
-from .sample_job import sample_job
-from .shipped import pretrained_schedule
-from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
-from .teacher import ErrorStats, Teacher, make_teacher
-from .solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp2m_coefficients, dpmpp3m, learned_solver, unipc
+from .tuning.learn import learn_schedule, schedule_stats
+from .tuning.local_error import local_error_schedule
+from .core.noise import NoiseSchedule
+from .tuning.optimize import optimize_schedule, reference_solution, schedule_error
+from .core.sampler import rbe_sample
+from .app.jobs import sample_job
+from .zoo.shipped import pretrained_schedule
+from .core.schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
+from .tuning.teacher import ErrorStats, Teacher, make_teacher
+from .core.solvers import Solver, StepTimes, ddim, dpmpp2m, dpmpp2m_coefficients, dpmpp3m, learned_solver, unipc
 from . import testing
 
 __version__ = "0.4.0"

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .models import PREDICTIONS, as_model
-from .noise import NoiseSchedule, _TableProcess, log_alpha_sigma
+from .core.models import PREDICTIONS, as_model
+from .core.noise import NoiseSchedule, _TableProcess, log_alpha_sigma
 
 __all__ = ["GaussianMixture", "gaussian_ode_solution", "reference_ode_solution", "ode_solution"]
 
@@ -33,7 +33,7 @@ class GaussianMixture(struct.PyTreeNode):
       means: ``(M, D)`` component means.
       stds: ``(M, D)`` per-dimension component standard deviations.
       noise_schedule: the family and time convention it is called in (static).
-      prediction: what ``__call__`` returns, one of :data:`rbe_jax.models.PREDICTIONS`.
+      prediction: what ``__call__`` returns, one of :data:`rbe_jax.core.models.PREDICTIONS`.
 
     Called as ``model(x, t)`` with ``x`` in the family's own scaling and ``t`` its native
     time (fractional training timesteps for a table: the table is interpolated as

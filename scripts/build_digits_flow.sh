@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/digits_flow}
-rbe-jax train --workdir "$work" --objective flow --steps 10000 --batch-size 64 --lr 2e-3 --seed 0 --export rbe_jax/pretrained/digits_flow
+rbe-jax train --workdir "$work" --objective flow --steps 10000 --batch-size 64 --lr 2e-3 --seed 0 --export rbe_jax/zoo/pretrained/digits_flow
 python scripts/ship_flow_schedules.py

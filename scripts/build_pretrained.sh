@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/digits}
-dest=rbe_jax/pretrained/digits
+dest=rbe_jax/zoo/pretrained/digits
 rbe-jax train --workdir "$work" --steps 10000 --batch-size 64 --lr 2e-3 --seed 0 --export "$dest"
 mkdir -p "$dest/schedules"
 for n in 5 8 10 15 20; do

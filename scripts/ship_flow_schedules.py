@@ -1,5 +1,5 @@
 """Makes the schedules shipped with the rectified-flow digits model and checks them on
-held-out noise: rbe_jax/pretrained/digits_flow/schedules/rbe_nfe{N}.json (faithful RBE on the
+held-out noise: rbe_jax/zoo/pretrained/digits_flow/schedules/rbe_nfe{N}.json (faithful RBE on the
 K = 100 grid; every path leaves pure noise by one exact step) and optimized_nfe{N}_unipc.json
 (``optimize_schedule`` for UniPC on the 1,000-point grid, the RBE schedules among its
 starts), then scores them beside the fixed spacings on noise no calibration saw.
@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.checkpoint import model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import model_info, pretrained_path
 
 FIXED = ("uniform", "quadratic", "shift")
 
@@ -82,8 +82,8 @@ def main():
 
 
 def _classifier():
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
+    from rbe_jax.zoo.data import load_digits
+    from rbe_jax.zoo.metrics import train_digit_classifier
 
     x, y = load_digits(16)
     return train_digit_classifier(x, y, seed=0)

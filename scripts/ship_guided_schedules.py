@@ -1,5 +1,5 @@
 """Makes the schedules shipped with the class-conditional digits model for a few guidance
-weights: rbe_jax/pretrained/digits_cond/schedules/rbe_nfe{N}_w{W}.json (RBE) and
+weights: rbe_jax/zoo/pretrained/digits_cond/schedules/rbe_nfe{N}_w{W}.json (RBE) and
 optimized_nfe{N}_{solver}_w{W}.json (``optimize_schedule`` on the full training schedule).
 
 Each is label-agnostic: the calibration batch cycles through all ten labels (label of sample
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
 
 def rbe_starts(grid, full):

@@ -8,7 +8,7 @@ For each (solver, NFE) row of bench/results/learned_<model>.json whose learned t
 kept by the guard, the learned schedule and the shipped default are scored on the bench's
 test noise (same seed and size) against the same accurate solve: RMSE, median per-sample
 error and the evaluation classifier's FD.  The learned one is written as
-rbe_jax/pretrained/<model>/schedules/learned_nfe<N>_<solver>.json only where it has the lower
+rbe_jax/zoo/pretrained/<model>/schedules/learned_nfe<N>_<solver>.json only where it has the lower
 RMSE, a median no higher and an FD no higher.  Writes bench/results/ship_learned_<model>.md.
 """
 
@@ -20,10 +20,10 @@ import jax
 import numpy as np
 
 import rbe_jax as R
-from rbe_jax.checkpoint import pretrained_path
-from rbe_jax.data import load_digits
-from rbe_jax.metrics import frechet_distance, train_digit_classifier
-from rbe_jax.shipped import shipped_schedule_file
+from rbe_jax.zoo.checkpoint import pretrained_path
+from rbe_jax.zoo.data import load_digits
+from rbe_jax.zoo.metrics import frechet_distance, train_digit_classifier
+from rbe_jax.zoo.shipped import shipped_schedule_file
 
 
 def main():

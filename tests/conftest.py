@@ -30,7 +30,7 @@ def noise8():
 def tiny_dir(tmp_path_factory):
     """A tiny random U-Net saved as a model directory (grid K=20), shared by the CLI and
     sampling-job tests."""
-    from rbe_jax.checkpoint import save_model
+    from rbe_jax.zoo.checkpoint import save_model
     from test_checkpoint import SPEC, _random_tiny
 
     path = tmp_path_factory.mktemp("tiny") / "model"

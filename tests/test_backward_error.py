@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.solvers import ddim_update
+from rbe_jax.core.solvers import ddim_update
 
 
 def test_field_is_the_one_step_ddim_difference_quotient():
@@ -28,7 +28,7 @@ def test_indicator_equals_explicit_jacobian(linear):
         k = jnp.asarray([49, 30, 20, 10, 3, 0])
         ext = jnp.asarray(g.alpha_bar_ext)
         a, a_next = ext[k + 1], ext[k]
-        pt = R.noise.Point(*(jnp.asarray(v)[k] for v in g.grid_points()))
+        pt = R.core.noise.Point(*(jnp.asarray(v)[k] for v in g.grid_points()))
         t = pt.t
         be = R.backward_error(R.as_model(gm, noise_schedule=linear), x, pt, a, a_next)
         for b in range(6):

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 import rbe_jax as R
-from rbe_jax.checkpoint import CheckpointError, load_model, load_model_info, save_model
-from rbe_jax.nets import UNet, UNetConfig
+from rbe_jax.zoo.checkpoint import CheckpointError, load_model, load_model_info, save_model
+from rbe_jax.zoo.nets import UNet, UNetConfig
 
 TINY = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4)
 SPEC = dict(kind="linear", T=1000, beta_start=1e-4, beta_end=0.02)
@@ -172,6 +172,6 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, rbe_jax; print(sorted(m for m in ('rbe_jax.nets', 'rbe_jax.train', 'flax.nnx', 'optax', 'orbax.checkpoint', 'PIL', 'tqdm', 'diffrax') if m in sys.modules))"
+    code = "import sys, rbe_jax; print(sorted(m for m in ('rbe_jax.zoo.nets', 'rbe_jax.zoo.train', 'flax.nnx', 'optax', 'orbax.checkpoint', 'PIL', 'tqdm', 'diffrax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

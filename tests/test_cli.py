@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 import rbe_jax as R
-from rbe_jax.checkpoint import save_model
-from rbe_jax.cli import main
+from rbe_jax.zoo.checkpoint import save_model
+from rbe_jax.app.cli import main
 
 from test_checkpoint import SPEC, _perturb
 
@@ -44,9 +44,9 @@ def test_calibrate_then_sample_from_file_and_info(tiny_dir, tmp_path, capsys):
 
 
 def test_cli_choices_match_the_library():
-    from rbe_jax import cli
-    from rbe_jax.calibrate import RULES
-    from rbe_jax.solvers import SOLVERS
+    from rbe_jax.app import cli
+    from rbe_jax.rbe.calibration import RULES
+    from rbe_jax.core.solvers import SOLVERS
 
     assert set(cli.SOLVER_NAMES) == set(SOLVERS) and set(cli.RULE_NAMES) == set(RULES)
 
@@ -106,7 +106,7 @@ def tiny_cond_dir(tmp_path_factory):
     import jax
     from flax import nnx
 
-    from rbe_jax.nets import UNet, UNetConfig
+    from rbe_jax.zoo.nets import UNet, UNetConfig
 
     cfg = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4, num_classes=10)
     graphdef, state = nnx.split(UNet(cfg, nnx.Rngs(0)), nnx.Param)
@@ -116,7 +116,7 @@ def tiny_cond_dir(tmp_path_factory):
 
 
 def test_conditional_sampling_with_guidance(tiny_cond_dir, tmp_path, capsys):
-    from rbe_jax.checkpoint import load_model
+    from rbe_jax.zoo.checkpoint import load_model
 
     model = load_model(tiny_cond_dir)
     import jax
@@ -166,7 +166,7 @@ def test_output_paths_are_checked_before_any_work(tiny_dir, tmp_path, capsys):
 
 
 def test_a_failed_run_leaves_existing_files_untouched(tiny_dir, tmp_path, capsys, monkeypatch):
-    import rbe_jax.sampler
+    import rbe_jax.core.sampler
 
     keep, npz = tmp_path / "keep.png", tmp_path / "new" / "x.npz"
     keep.write_bytes(b"precious")
@@ -174,7 +174,7 @@ def test_a_failed_run_leaves_existing_files_untouched(tiny_dir, tmp_path, capsys
     def fails(*a, **k):
         raise FloatingPointError("NaN/Inf during sampling: first for sample 0 at step 1")
 
-    monkeypatch.setattr(rbe_jax.sampler, "rbe_sample", fails)
+    monkeypatch.setattr(rbe_jax.core.sampler, "rbe_sample", fails)
     assert main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "2", "--schedule", "uniform", "--n", "2", "--out", str(keep), "--npz", str(npz)]) == 1
     assert "NaN/Inf during sampling" in _one_line(capsys)
     assert keep.read_bytes() == b"precious" and not npz.exists()
@@ -194,7 +194,7 @@ def test_version_and_info_of_shipped_models(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rbe-jax {R.__version__}"
-    from rbe_jax.checkpoint import pretrained_path
+    from rbe_jax.zoo.checkpoint import pretrained_path
 
     for name in ("digits", "digits_cond"):
         assert main(["info", name]) == 0
@@ -218,7 +218,7 @@ def test_baselines_run_at_any_nfe(tiny_dir, tmp_path, capsys):
 
 
 def test_guided_schedules_are_calibrated_once_and_cached(tiny_cond_dir, tmp_path, capsys, monkeypatch):
-    from rbe_jax.cache import cached_schedule_path
+    from rbe_jax.app.cache import cached_schedule_path
 
     monkeypatch.setenv("RBE_JAX_CACHE", str(tmp_path / "cache"))
     argv = ["sample", "--checkpoint", str(tiny_cond_dir), "--nfe", "4", "--n", "2", "--label", "3", "--guidance", "1.5", "--out", str(tmp_path / "g.png")]

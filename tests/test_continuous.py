@@ -63,7 +63,7 @@ def test_rbe_on_a_continuous_time_model_against_the_exact_solution():
         s = R.calibrate(model, grid, noise, nfe)
         assert s.nfe == nfe and s.meta.grid_fingerprint == grid.fingerprint
         for solver in ("ddim", "dpmpp2m"):
-            x = np.asarray(jax.jit(R.rbe_sample)(model, noise, s, R.solvers.get_solver(solver)))
+            x = np.asarray(jax.jit(R.rbe_sample)(model, noise, s, R.core.solvers.get_solver(solver)))
             errs[solver, nfe] = float(np.sqrt(np.mean((x - ref) ** 2)))
     for solver in ("ddim", "dpmpp2m"):
         assert errs[solver, 20] < errs[solver, 10] < errs[solver, 5], errs

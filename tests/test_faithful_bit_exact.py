@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.checkpoint import model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import model_info, pretrained_path
 
 GOLDEN = np.load(__import__("pathlib").Path(__file__).parent / "data" / "golden_v0.npz")
 

@@ -18,7 +18,7 @@ def wide(linear):
 
 def _pt(ns, t):
     """The Point of the table's timesteps ``t`` ``(B,)``."""
-    return R.noise.Point(*(jnp.asarray(v, jnp.float32)[jnp.asarray(t)] for v in ns.grid_points()))
+    return R.core.noise.Point(*(jnp.asarray(v, jnp.float32)[jnp.asarray(t)] for v in ns.grid_points()))
 
 
 def _x0(model, x, t, linear):
@@ -58,10 +58,10 @@ def test_clipping_inside_the_backward_error(wide, linear):
         k = jnp.asarray([30, 10, 3, 1])
         x = jax.random.normal(jax.random.key(2), (4, 3), jnp.float64)
         a, an = ext[k + 1], ext[k]
-        pt = R.noise.Point(*(jnp.asarray(v)[k] for v in g.grid_points()))
+        pt = R.core.noise.Point(*(jnp.asarray(v)[k] for v in g.grid_points()))
         be = R.backward_error(clipped, x, pt, a, an)
         for b in range(4):
-            pb = R.noise.Point(*(v[b : b + 1] for v in pt))
+            pb = R.core.noise.Point(*(v[b : b + 1] for v in pt))
             fb = lambda xb: R.one_step_field(xb[None], clipped(xb[None], pb).eps, a[b : b + 1], an[b : b + 1])[0]
             J = jax.jacfwd(fb)(x[b])
             np.testing.assert_allclose(be.indicator[b], np.linalg.norm(2 * J.T @ fb(x[b])), rtol=1e-9)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.learn import _Range, _lam_of, _theta_of
-from rbe_jax.teacher import best_of, error_stats, pick_guarded, split
+from rbe_jax.tuning.learn import _Range, _lam_of, _theta_of
+from rbe_jax.tuning.teacher import best_of, error_stats, pick_guarded, split
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_split_stats_and_guard():
 
 
 def test_pretrained_schedule_prefers_learned_then_optimized_then_rbe(tmp_path):
-    from rbe_jax.checkpoint import pretrained_path
+    from rbe_jax.zoo.checkpoint import pretrained_path
 
     s = R.pretrained_schedule("digits", 10, "unipc")
     assert s.method in ("learned", "optimized") and s.nfe == 10

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.local_error import _best_path, _one_step_errors_jit, local_error_schedule, trajectory
+from rbe_jax.tuning.local_error import _best_path, _one_step_errors_jit, local_error_schedule, trajectory
 
 
 @pytest.mark.parametrize("seed, N, nfe", [(0, 7, 3), (1, 9, 4), (2, 6, 5), (3, 8, 1)])
@@ -29,14 +29,14 @@ def test_trajectory_keeps_the_reference_solve(mixture, grid, noise8):
     np.testing.assert_array_equal(states[0], noise8)
     assert idx[0] == grid.K - 1 and states.shape == (idx.size, *noise8.shape) and np.all(np.diff(idx) < 0)
     # the kept state at the second point: the same 2M solve stopped there
-    sched = R.schedule.grid_schedule(grid, 50)
+    sched = R.core.schedule.grid_schedule(grid, 50)
     assert idx[1] == np.asarray(sched.indices)[50 // 10]
 
 
 def test_one_step_errors_equal_a_slow_ddim_step(mixture, grid, noise8):
     idx, states, end = trajectory(mixture, grid, noise8, steps=40, points=8)
     ab = grid.alpha_bar[idx]
-    pts = R.noise.Point(*(jnp.asarray(v[idx]) for v in grid.grid_points()))
+    pts = R.core.noise.Point(*(jnp.asarray(v[idx]) for v in grid.grid_points()))
     err = np.asarray(_one_step_errors_jit(R.as_model(mixture, noise_schedule=grid), states, end, pts))
     targets = np.concatenate([np.asarray(states, np.float64), np.asarray(end, np.float64)[None]])
     a_to, s_to = np.append(np.sqrt(ab), 1.0), np.append(np.sqrt(1 - ab), 0.0)

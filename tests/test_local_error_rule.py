@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.adaptive import local_error_paths
+from rbe_jax.rbe.adaptive import local_error_paths
 from rbe_jax.testing import GaussianMixture
 
 

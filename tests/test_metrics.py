@@ -2,7 +2,7 @@ import numpy as np
 
 
 def test_frechet_distance_closed_form():
-    from rbe_jax.metrics import frechet_distance
+    from rbe_jax.zoo.metrics import frechet_distance
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20000, 3)) * np.array([1.0, 2.0, 0.5])
@@ -16,8 +16,8 @@ def test_digit_classifier_learns_the_digits():
     import pytest
 
     pytest.importorskip("sklearn")
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
+    from rbe_jax.zoo.data import load_digits
+    from rbe_jax.zoo.metrics import train_digit_classifier
 
     x, y = load_digits(16)
     clf = train_digit_classifier(x, y, steps=300)

@@ -61,7 +61,7 @@ def test_prediction_adapters_recover_eps_and_x0(mixture, linear, noise8, predict
     outs = {"x0": lambda x, tt: (x - sigma * mixture(x, tt)) / alpha, "v": lambda x, tt: alpha * mixture(x, tt) - sigma * (x - sigma * mixture(x, tt)) / alpha, "score": lambda x, tt: -mixture(x, tt) / sigma}
     wrapped = R.as_model(outs[prediction], prediction=prediction, noise_schedule=linear)
     pt = linear.points(linear.log_snr[t])
-    got = wrapped(noise8, R.noise.Point(*(jnp.asarray(v, jnp.float32) for v in pt)))
+    got = wrapped(noise8, R.core.noise.Point(*(jnp.asarray(v, jnp.float32) for v in pt)))
     np.testing.assert_allclose(got.eps, eps, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(got.x0, x0, rtol=2e-3, atol=2e-3)
 

@@ -64,7 +64,7 @@ def test_trimmed_objective_keeps_the_untrimmed_error_capped(setup):
 def test_validation_part_is_held_out_and_guards_the_result(setup):
     """With a held-out part the search sees only the rest, and what it returns is no worse
     there than the best start (by RMSE) in RMSE and median per-sample error."""
-    from rbe_jax.teacher import Teacher
+    from rbe_jax.tuning.teacher import Teacher
 
     gm, full, noise, ref = setup
     s = R.optimize_schedule(gm, full, noise, 6, "dpmpp2m", reference=ref, validation=16, max_sweeps=1)
@@ -111,7 +111,7 @@ def test_bad_arguments(setup):
 
 def test_baselines_snapped_to_the_grid_as_starts(grid):
     """The continuous baselines start the discrete search from their nearest grid points."""
-    from rbe_jax.schedule import grid_indices
+    from rbe_jax.core.schedule import grid_indices
 
     s = R.baseline_schedule(grid, 10, "karras")
     idx = grid_indices(grid, s.lam)

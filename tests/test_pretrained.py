@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
 
 def test_shipped_model_is_small_and_complete():
@@ -25,8 +25,8 @@ def test_shipped_model_is_small_and_complete():
 def _classifier():
     """The evaluation classifier, trained once for this file's tests."""
     pytest.importorskip("sklearn")
-    from rbe_jax.data import load_digits
-    from rbe_jax.metrics import train_digit_classifier
+    from rbe_jax.zoo.data import load_digits
+    from rbe_jax.zoo.metrics import train_digit_classifier
 
     x, y = load_digits(16)
     return train_digit_classifier(x, y, steps=300)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.sample_job import JobError, sample_job
-from rbe_jax.cli import main
+from rbe_jax.app.jobs import JobError, sample_job
+from rbe_jax.app.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ def gaussian_case(linear):
 
 
 def _errors(linear, gaussian_case, solver, kind, ns_steps):
-    solver = R.solvers.get_solver(solver)
+    solver = R.core.solvers.get_solver(solver)
     mean, std = gaussian_case
     with jax.enable_x64(True):
         gm = R.testing.GaussianMixture.create([1.0], mean[None], std[None], linear, dtype=jnp.float64)
@@ -76,7 +76,7 @@ def test_jit_matches_eager_and_is_deterministic(mixture, grid, noise8, solver):
     sched = R.baseline_schedule(grid, 10, "logsnr")
     eager = R.rbe_sample(mixture, noise8, sched, solver)
     f = jax.jit(R.rbe_sample)
-    s = R.solvers.get_solver(solver)
+    s = R.core.solvers.get_solver(solver)
     a = f(mixture, noise8, sched, s)
     b = f(mixture, noise8, sched, s)
     np.testing.assert_allclose(a, eager, atol=1e-6, rtol=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rbe_jax as R
-from rbe_jax.schedule import ScheduleError, strictly_decreasing_path
+from rbe_jax.core.schedule import ScheduleError, strictly_decreasing_path
 
 
 FAMILIES = {
@@ -127,7 +127,7 @@ def test_json_round_trip(tmp_path, grid):
 def test_version_one_files_still_load(tmp_path, grid, linear):
     """The shipped schedule files were written by the integer-grid core (version 1): they
     load, with the grid given or found later, and sample as before."""
-    from rbe_jax.checkpoint import pretrained_path
+    from rbe_jax.zoo.checkpoint import pretrained_path
 
     f = pretrained_path("digits") / "schedules" / "rbe_nfe10.json"
     assert json.loads(f.read_text())["version"] == 1

@@ -6,9 +6,9 @@ from flax import nnx
 
 pytest.importorskip("sklearn")
 
-from rbe_jax.data import load_digits
-from rbe_jax.nets import UNet, UNetConfig
-from rbe_jax.train import TrainConfig, train
+from rbe_jax.zoo.data import load_digits
+from rbe_jax.zoo.nets import UNet, UNetConfig
+from rbe_jax.zoo.train import TrainConfig, train
 
 TINY = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4)
 

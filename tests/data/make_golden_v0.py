@@ -4,7 +4,7 @@
 calibrated schedules and samples, to check that the faithful mode stays bit-exact."""
 import jax, jax.numpy as jnp, numpy as np
 import rbe_jax as R
-from rbe_jax.checkpoint import load_model_info, pretrained_path
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
 out = {}
 linear = R.NoiseSchedule.linear(1000)

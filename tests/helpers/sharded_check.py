@@ -40,7 +40,7 @@ print("SHARDED OK")
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rbe_jax.checkpoint import load_model_info, pretrained_path  # noqa: E402
+from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path  # noqa: E402
 
 info = load_model_info(pretrained_path("digits"))
 dgrid = info.default_grid

@@ -126,7 +126,7 @@ def rbe_sample(
     (bfloat16 and float16 noise and models work).
 
     Args:
-      model: the model: a :class:`rbe_jax.models.Denoiser` from :func:`rbe_jax.as_model`
+      model: the model: a :class:`rbe_jax.core.models.Denoiser` from :func:`rbe_jax.as_model`
         (any family and prediction), or any eps-prediction model ``model(x, t)`` of the
         schedule's noise process.  A pytree model is a traced argument; any other callable
         is closed over, one compilation per object.
@@ -135,7 +135,7 @@ def rbe_sample(
         over a ``Mesh``; the output then has the same sharding, and a model whose arrays sit
         on other devices is replicated onto the batch's devices first.
       schedule: a :class:`Schedule` of the model's noise process.
-      solver: a :class:`rbe_jax.solvers.Solver` (``rbe_jax.dpmpp2m()``) or its name; under
+      solver: a :class:`rbe_jax.core.solvers.Solver` (``rbe_jax.dpmpp2m()``) or its name; under
         ``jax.jit`` pass the object, since a string is not a JAX type.
       check_finite: after sampling, raise ``FloatingPointError`` naming the first sample,
         step and point where the model's prediction or a solver step was NaN/Inf.  It reads

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import per_sample
-from .noise import Point
+from ..core._batch import per_sample
+from ..core.noise import Point
 
 __all__ = [
     "BackwardError",
@@ -76,9 +76,9 @@ def backward_error(model, x: jax.Array, pt: Point, a: jax.Array, a_next: jax.Arr
 
     Args:
       model: a model in the internal form, ``model(x, point) -> Prediction`` (see
-        :func:`rbe_jax.models.as_denoiser`).
+        :func:`rbe_jax.core.models.as_denoiser`).
       x: ``(B, ...)`` current samples (VP scaling).
-      pt: the :class:`rbe_jax.noise.Point` of each sample's grid point (``(B,)`` fields).
+      pt: the :class:`rbe_jax.core.noise.Point` of each sample's grid point (``(B,)`` fields).
       a: ``(B,)`` alpha-bar at the current grid points.
       a_next: ``(B,)`` alpha-bar one grid step toward the data.
     Returns:

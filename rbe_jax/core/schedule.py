@@ -198,7 +198,7 @@ class Schedule(struct.PyTreeNode, eq=False):
         return np.asarray(self.lam, np.float64)
 
     def points(self) -> Point:
-        """Host float64 :class:`rbe_jax.noise.Point` of every point (``(m + 1,)`` each)."""
+        """Host float64 :class:`rbe_jax.core.noise.Point` of every point (``(m + 1,)`` each)."""
         return self.noise_schedule.points(self._host_lam())
 
     @property

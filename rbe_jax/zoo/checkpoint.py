@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._io import read_json, sha256_file, write_json
-from .models import PREDICTIONS
-from .noise import NoiseSchedule, noise_schedule_from_origin
+from ..core._io import read_json, sha256_file, write_json
+from ..core.models import PREDICTIONS
+from ..core.noise import NoiseSchedule, noise_schedule_from_origin
 
 if TYPE_CHECKING:  # the U-Net (and Flax NNX, Orbax) load when a model is loaded or saved
     from .nets.unet import UNet, UNetConfig
@@ -112,7 +112,7 @@ def save_model(
       path: the model directory to create.
       model: a :class:`UNet` (its config and, unless ``params`` is given, its weights).
       noise_schedule_spec: how the model was trained, see :func:`noise_schedule_from_spec`.
-      prediction: what the network outputs, one of :data:`rbe_jax.models.PREDICTIONS`.
+      prediction: what the network outputs, one of :data:`rbe_jax.core.models.PREDICTIONS`.
       meta: extra JSON-able provenance (training steps, loss, grid_K, ...).
       params: an ``nnx.State`` of parameters to save instead of the model's own.
       overwrite: replace an existing directory.
@@ -322,13 +322,13 @@ def load_denoiser(name_or_path, *, label=None, guidance: float = 0.0, sharding: 
       guidance: the guidance weight ``w >= 0`` (needs ``label``).
       sharding: where to put the parameters (see :func:`load_model`).
     Returns:
-      A :class:`rbe_jax.models.Denoiser` for :func:`rbe_jax.rbe_sample` and the other entry
+      A :class:`rbe_jax.core.models.Denoiser` for :func:`rbe_jax.rbe_sample` and the other entry
       points (its noise schedule: ``model_info(name_or_path).noise_schedule``).
     Raises:
       ValueError: a label for an unconditional model, a label out of range, or guidance
         without a label.
     """
-    from .models import ClassifierFreeGuidance, as_model
+    from ..core.models import ClassifierFreeGuidance, as_model
 
     info = model_info(name_or_path)
     net = load_model(info.path, sharding=sharding)

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import check_noise
+from ..core._batch import check_noise
 from .local_error import accurate_steps
-from .noise import NoiseSchedule
-from .schedule import grid_schedule
-from .solvers import dpmpp2m
+from ..core.noise import NoiseSchedule
+from ..core.schedule import grid_schedule
+from ..core.solvers import dpmpp2m
 
 __all__ = ["Teacher", "ErrorStats", "make_teacher", "split", "per_sample_rms", "error_stats", "best_by_rmse", "best_of", "balanced", "pick_guarded"]
 
@@ -63,7 +63,7 @@ def make_teacher(model, noise_schedule: NoiseSchedule, noise: jax.Array, steps: 
       noise: ``(B, ...)`` standard-normal noise.
       steps: steps of the solve, ``1 <= steps <= K``.
     """
-    from .sampler import rbe_sample  # the sampler imports nothing from here; kept local for the layering
+    from ..core.sampler import rbe_sample  # the sampler imports nothing from here; kept local for the layering
 
     t0 = time.perf_counter()
     noise = check_noise(noise)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import ModelInfo, model_info
-from .schedule import Schedule, ScheduleError
+from ..core.schedule import Schedule, ScheduleError
 
 __all__ = ["SHIPPED_KINDS", "shipped_schedule_file", "load_model_schedule", "pretrained_schedule"]
 

@@ -5,7 +5,7 @@ A user's model is a function of the model's own ``x`` and time, ``model(x, t) ->
 timestep of a discrete table as a float32 array, score_sde's ``t``, EDM's ``sigma``, a flow
 model's ``t``; see :class:`rbe_jax.NoiseSchedule`).  :func:`as_model` wraps it, once, at the
 boundary, into a :class:`Denoiser`: ``denoiser(x_vp, point) -> Prediction(eps, x0)``, with
-``x_vp`` in the variance-preserving scaling and ``point`` a :class:`rbe_jax.noise.Point`.
+``x_vp`` in the variance-preserving scaling and ``point`` a :class:`rbe_jax.core.noise.Point`.
 Nothing past the adapter knows the family.  Clipping and classifier guidance
 (:class:`ClipDenoised`, :class:`ClassifierGuidance`) act on that internal form; classifier-free
 guidance (:class:`ClassifierFreeGuidance`) combines the native outputs, so it is itself a
@@ -18,7 +18,7 @@ functions are held statically (jit compiles once per object); pytrees of arrays 
 ``as_model(module.apply, variables, ...)``.
 
 The dtype rule: the model receives ``x`` in the samples' dtype; its output is converted in the
-compute dtype (at least float32, see :func:`rbe_jax._batch.compute_dtype`).
+compute dtype (at least float32, see :func:`rbe_jax.core._batch.compute_dtype`).
 """
 
 from __future__ import annotations

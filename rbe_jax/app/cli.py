@@ -68,7 +68,7 @@ def _positive_float(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     p = _Parser(prog="rbe-jax", description="Fast diffusion sampling with the RBE schedule (JAX/Flax).")
     p.add_argument("--version", action="version", version=f"rbe-jax {__version__}")
@@ -139,7 +139,7 @@ def _say(msg: str) -> None:
 
 def _model_path(arg: str) -> Path:
     """A model directory, or the name of a shipped model (an existing path wins)."""
-    from .checkpoint import PRETRAINED, pretrained_path
+    from ..zoo.checkpoint import PRETRAINED, pretrained_path
 
     p = Path(arg)
     return pretrained_path(arg) if not p.exists() and arg in PRETRAINED else p
@@ -148,7 +148,7 @@ def _model_path(arg: str) -> Path:
 def _load(checkpoint, label=None, guidance: float = 0.0):
     """``(model directory, its ModelInfo, the model ready to sample)``: the network restored,
     wrapped with classifier-free guidance for a label, in the internal form."""
-    from .checkpoint import load_denoiser, load_model_info, pretrained_path
+    from ..zoo.checkpoint import load_denoiser, load_model_info, pretrained_path
 
     path = _model_path(checkpoint) if checkpoint else pretrained_path("digits_cond" if label is not None else "digits")
     info = load_model_info(path)
@@ -166,22 +166,22 @@ def _load(checkpoint, label=None, guidance: float = 0.0):
 def _calibrate(model, grid, info, nfe, n, seed, tau=None, rule="backward_error"):
     import jax
 
-    from .calibrate import calibrate
+    from ..rbe.calibration import calibrate
 
     noise = jax.random.normal(jax.random.key(seed), (n, *info.image_shape))
     return calibrate(model, grid, noise, nfe, tau=tau, rule=rule, progress=True)
 
 
 def _load_schedule(f: Path, info):
-    from .shipped import load_model_schedule
+    from ..zoo.shipped import load_model_schedule
 
     return load_model_schedule(f, info)
 
 
 def _resolve_schedule(args, path, info, model):
     from .cache import cached_schedule_path
-    from .schedule import BASELINES, baseline_schedule
-    from .shipped import shipped_schedule_file
+    from ..core.schedule import BASELINES, baseline_schedule
+    from ..zoo.shipped import shipped_schedule_file
 
     grid = info.default_grid
     w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
@@ -275,7 +275,7 @@ def grid_image_bytes(images, suffix: str = ".png", scale: int = 2) -> bytes:
 
 def save_grid_png(images, out, scale: int = 2) -> None:
     """Writes ``images`` ``(N, H, W, C)`` in ``[-1, 1]`` as one image grid (atomically)."""
-    from ._io import atomic_write
+    from ..core._io import atomic_write
 
     atomic_write(out, grid_image_bytes(images, Path(out).suffix, scale))
 
@@ -301,8 +301,8 @@ def cmd_sample(args) -> int:
     import jax
     import numpy as np
 
-    from ._io import atomic_write_all, npz_bytes
-    from .sampler import rbe_sample
+    from ..core._io import atomic_write_all, npz_bytes
+    from ..core.sampler import rbe_sample
 
     t0 = time.perf_counter()
     if args.out_dir:
@@ -317,13 +317,13 @@ def cmd_sample(args) -> int:
     sched = _resolve_schedule(args, path, info, model)
     solver = args.solver
     if sched.info.get("coefficients"):
-        from .solvers import learned_solver
+        from ..core.solvers import learned_solver
 
         if args.solver != "dpmpp2m":
             _say(f"note: this schedule carries learned DPM-Solver++(2M) coefficients: sampling with them (--solver {args.solver} ignored)")
         solver = learned_solver(sched)
     if args.out_dir:
-        from .sample_job import sample_job
+        from .jobs import sample_job
 
         written = []
         m = sample_job(
@@ -368,8 +368,8 @@ def cmd_calibrate(args) -> int:
             raise CLIError(f"--nfe {args.nfe} exceeds the model's {grid.K} training steps")
         noise = jax.random.normal(jax.random.key(args.seed), (args.n, *info.image_shape))
         if args.method == "learned":
-            from .learn import learn_schedule
-            from .teacher import make_teacher
+            from ..tuning.learn import learn_schedule
+            from ..tuning.teacher import make_teacher
 
             if args.teacher_steps > grid.K:
                 raise CLIError(f"--teacher-steps {args.teacher_steps} exceeds the model's {grid.K} training steps")
@@ -387,7 +387,7 @@ def cmd_calibrate(args) -> int:
                 f"median {i['candidates'][i['start']]['median']:.4g}); {i['model_evals'] + i['teacher_evals']} model evaluations, {i['seconds'] + i['teacher_seconds']:.0f}s"
             )
             return 0
-        from .optimize import optimize_schedule
+        from ..tuning.optimize import optimize_schedule
 
         sched = optimize_schedule(model, grid, noise, args.nfe, args.solver, progress=True)
         sched.save(out)
@@ -417,10 +417,10 @@ def cmd_calibrate(args) -> int:
 def cmd_train(args) -> int:
     from flax import nnx
 
-    from .checkpoint import save_model
-    from .data import load_digits
-    from .nets.unet import UNet, UNetConfig
-    from .train import TrainConfig, train
+    from ..zoo.checkpoint import save_model
+    from ..zoo.data import load_digits
+    from ..zoo.nets.unet import UNet, UNetConfig
+    from ..zoo.train import TrainConfig, train
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, objective=args.objective)
     ucfg = UNetConfig(base_channels=args.base_channels, num_classes=10 if args.conditional else 0)
@@ -439,8 +439,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .checkpoint import PRETRAINED, load_model_info
-    from .schedule import Schedule
+    from ..zoo.checkpoint import PRETRAINED, load_model_info
+    from ..core.schedule import Schedule
 
     p = _model_path(args.path)
     if p.is_dir():

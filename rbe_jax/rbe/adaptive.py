@@ -23,12 +23,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._batch import compute_dtype, nonfinite_rows, per_sample
-from .backward_error import backward_error, check_tau, step_size
-from .models import Prediction
-from .noise import NoiseSchedule, Point
-from .sampler import prepare_denoiser
-from .solvers import DPMState, StepTimes, ddim_update, dpmpp2m
+from ..core._batch import compute_dtype, nonfinite_rows, per_sample
+from .error_bound import backward_error, check_tau, step_size
+from ..core.models import Prediction
+from ..core.noise import NoiseSchedule, Point
+from ..core.sampler import prepare_denoiser
+from ..core.solvers import DPMState, StepTimes, ddim_update, dpmpp2m
 
 __all__ = ["AdaptivePaths", "adaptive_paths", "local_error_paths"]
 
@@ -185,7 +185,7 @@ def adaptive_paths(
     snaps down to the grid (at least one grid step) and moves there with DDIM, reusing eps.
 
     Args:
-      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.models.Denoiser`
+      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.core.models.Denoiser`
         or an eps model of ``grid``'s noise process.
       grid: the (respaced) :class:`NoiseSchedule` of ``K`` points.
       noise: ``(B, ...)`` standard-normal noise (scaled to the process's prior inside).

@@ -16,12 +16,12 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ._batch import place_model_on
-from ._io import TMP_SUFFIX, atomic_write, npz_bytes, read_json, sha256_bytes, sha256_file, write_json
-from .models import prepare_model
-from .sampler import rbe_sample
-from .schedule import Schedule
-from .solvers import get_solver
+from ..core._batch import place_model_on
+from ..core._io import TMP_SUFFIX, atomic_write, npz_bytes, read_json, sha256_bytes, sha256_file, write_json
+from ..core.models import prepare_model
+from ..core.sampler import rbe_sample
+from ..core.schedule import Schedule
+from ..core.solvers import get_solver
 
 __all__ = ["sample_job", "JobError"]
 
@@ -58,7 +58,7 @@ def sample_job(
       out_dir: created if needed; holds ``shard_00000.npz`` ... and ``manifest.json``.
       image_shape: the shape of one sample.
       seed: shard ``i`` uses noise from ``fold_in(key(seed), i)``.
-      solver: a solver name or :class:`rbe_jax.solvers.Solver`.
+      solver: a solver name or :class:`rbe_jax.core.solvers.Solver`.
       sharding: where each shard's noise batch is placed (e.g. ``NamedSharding(mesh,
         P("batch"))`` to split it over every device); default: the default device.
       model_id: recorded in the manifest (e.g. the checkpoint path) and checked on resume.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._io import sha256_file
+from ..core._io import sha256_file
 
 __all__ = ["cache_dir", "model_fingerprint", "cached_schedule_path"]
 

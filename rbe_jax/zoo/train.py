@@ -23,8 +23,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ._io import read_json, write_json
-from .noise import NoiseSchedule
+from ..core._io import read_json, write_json
+from ..core.noise import NoiseSchedule
 
 __all__ = ["TrainConfig", "TrainState", "make_optimizer", "make_train_step", "init_state", "train", "OBJECTIVES"]
 
@@ -77,7 +77,7 @@ class TrainConfig:
         return OBJECTIVES[self.objective]
 
     def noise_schedule(self) -> NoiseSchedule:
-        from .noise import noise_schedule_from_origin
+        from ..core.noise import noise_schedule_from_origin
 
         return noise_schedule_from_origin(self.noise_schedule_spec())
 

@@ -18,12 +18,12 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ._batch import check_noise, place_model, raise_nonfinite
-from ._progress import progress_reporter
+from ..core._batch import check_noise, place_model, raise_nonfinite
+from ..core._progress import progress_reporter
 from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
-from .models import as_denoiser
-from .noise import NoiseSchedule
-from .schedule import Schedule, check_nfe, strictly_decreasing_path
+from ..core.models import as_denoiser
+from ..core.noise import NoiseSchedule
+from ..core.schedule import Schedule, check_nfe, strictly_decreasing_path
 
 __all__ = ["schedule_from_paths", "resampled_schedule_from_paths", "calibrate", "path_lengths", "RULES"]
 
@@ -122,7 +122,7 @@ def calibrate(
     """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
 
     Args:
-      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.models.Denoiser`
+      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.core.models.Denoiser`
         or an eps model of ``grid``'s noise process.
       grid: the (respaced) noise schedule of ``K`` points, of any family.
       noise: ``(B, ...)`` standard-normal calibration noise (e.g. 256-2500 samples).

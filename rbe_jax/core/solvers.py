@@ -6,7 +6,7 @@ factory that closes over its options:
 - ``init(x) -> state``: the solver's carry (a small pytree: ``()`` or a ``NamedTuple``) for
   samples ``x`` ``(B, ...)``;
 - ``step(state, x, pred, times) -> (x_next, state)``: one step along the schedule, given the
-  model's :class:`rbe_jax.models.Prediction` at ``x`` (its ``x0`` is used) and the step's
+  model's :class:`rbe_jax.core.models.Prediction` at ``x`` (its ``x0`` is used) and the step's
   :class:`StepTimes`.
 
 Every family's probability-flow ODE is the same in the VP scaling and half-log-SNR

@@ -20,15 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import compute_dtype
-from ._progress import progress_reporter
+from ..core._batch import compute_dtype
+from ..core._progress import progress_reporter
 from .local_error import accurate_steps, local_error_schedule, trajectory
 from .learn import schedule_stats
 from .teacher import ErrorStats, Teacher, best_by_rmse, make_teacher, pick_guarded, split
-from .noise import NoiseSchedule
-from .sampler import _scan_jit, prepare_denoiser, rbe_sample
-from .schedule import BASELINES, valid_baselines, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
-from .solvers import Solver, get_solver
+from ..core.noise import NoiseSchedule
+from ..core.sampler import _scan_jit, prepare_denoiser, rbe_sample
+from ..core.schedule import BASELINES, valid_baselines, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points
+from ..core.solvers import Solver, get_solver
 
 __all__ = ["optimize_schedule", "reference_solution", "schedule_error"]
 
@@ -143,7 +143,7 @@ def optimize_schedule(
         quadratic): a one-parameter family between them and beyond.
       extra_candidates: further schedules to start from (in ``info["candidates"]`` under
         their method, RBE schedules with their rule and grid size).
-      local_dp: also start from :func:`rbe_jax.local_error.local_error_schedule` (a dynamic
+      local_dp: also start from :func:`rbe_jax.tuning.local_error.local_error_schedule` (a dynamic
         program over measured one-step local errors along the accurate trajectories of
         ``noise``; costs one accurate solve more when ``reference`` is given; skipped when
         ``nfe`` exceeds the solve's steps).
@@ -155,7 +155,7 @@ def optimize_schedule(
         (which does not carry over to fresh noise) instead of the typical one.
         ``bench/schedules_compare.py --trim 0`` measures the untrimmed objective.
       validation: hold out the last samples of ``noise`` (a fraction in (0, 1) or a count;
-        ``None``: none) from steps 2 and 3, then judge on them (:func:`rbe_jax.teacher.pick_guarded`):
+        ``None``: none) from steps 2 and 3, then judge on them (:func:`rbe_jax.tuning.teacher.pick_guarded`):
         the optimized schedule is returned only when it is no worse there than the best of
         its starts (by RMSE on all of ``noise``) in RMSE and in median per-sample error; otherwise that
         start is (``info["selected"]`` says which).  Coordinate moves on a few hundred samples

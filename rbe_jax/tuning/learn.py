@@ -3,7 +3,7 @@
 The idea of LD3 (Tong et al., ICLR 2025, "Learning to discretize denoising diffusion ODEs"):
 the ``nfe + 1`` points of a schedule are the only parameters; the few-step sampler's output
 from the calibration noise is matched to an accurate solve of the same noise (the
-:class:`rbe_jax.teacher.Teacher`) by differentiating through the jitted ``lax.scan`` sampler
+:class:`rbe_jax.tuning.teacher.Teacher`) by differentiating through the jitted ``lax.scan`` sampler
 (each step under ``jax.checkpoint``, so memory does not grow with the network's activations
 times NFE).  Soft teacher forcing (LD3): the student may start from a point inside a small
 ball around the teacher's noise, which makes the target reachable and overfits less.
@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import compute_dtype
-from ._progress import progress_reporter
-from .noise import NoiseSchedule
-from .sampler import _scan, _scan_jit, prepare_denoiser
-from .schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
-from .solvers import Solver, dpmpp2m_coefficients, get_solver
+from ..core._batch import compute_dtype
+from ..core._progress import progress_reporter
+from ..core.noise import NoiseSchedule
+from ..core.sampler import _scan, _scan_jit, prepare_denoiser
+from ..core.schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
+from ..core.solvers import Solver, dpmpp2m_coefficients, get_solver
 from .teacher import ErrorStats, Teacher, balanced, best_by_rmse, best_of, error_stats, make_teacher, per_sample_rms, pick_guarded, split
 
 __all__ = ["learn_schedule", "schedule_stats", "LOSSES"]
@@ -95,7 +95,7 @@ def _criterion(loss: str, ref: ErrorStats) -> Callable[[ErrorStats], float]:
 
 
 def schedule_stats(model, schedule: Schedule, solver, teacher: Teacher) -> ErrorStats:
-    """The :class:`rbe_jax.teacher.ErrorStats` of sampling ``teacher.noise`` on ``schedule``
+    """The :class:`rbe_jax.tuning.teacher.ErrorStats` of sampling ``teacher.noise`` on ``schedule``
     with ``solver``, against the teacher's endpoints."""
     solver = get_solver(solver)
     den, noise = prepare_denoiser(model, teacher.noise, schedule.noise_schedule, schedule.lam[0])
@@ -130,9 +130,9 @@ def learn_schedule(
     gradient descent on the sampler's global error.
 
     1. The teacher: accurate endpoints of the calibration noise (``calib`` itself when it is a
-       :class:`rbe_jax.teacher.Teacher`, so one solve serves every solver and NFE; else
-       :func:`rbe_jax.teacher.make_teacher` with ``teacher_steps``).
-    2. :func:`rbe_jax.teacher.split`: the last ``validation`` part of the samples is held out;
+       :class:`rbe_jax.tuning.teacher.Teacher`, so one solve serves every solver and NFE; else
+       :func:`rbe_jax.tuning.teacher.make_teacher` with ``teacher_steps``).
+    2. :func:`rbe_jax.tuning.teacher.split`: the last ``validation`` part of the samples is held out;
        the rest is fitted.
     3. Start: the candidate with the lowest score on the fitted part, among every standard
        spacing that applies to the process (:func:`rbe_jax.baseline_schedule`) and the given
@@ -143,7 +143,7 @@ def learn_schedule(
        teacher forcing); minibatches of ``batch_size`` fitted samples.
     5. Every ``eval_every`` steps the schedule is scored on the held-out part; the best iterate
        is kept, and learning stops after ``patience`` evaluations without improvement.
-    6. The guard (:func:`rbe_jax.teacher.pick_guarded`): the best iterate is returned only when
+    6. The guard (:func:`rbe_jax.tuning.teacher.pick_guarded`): the best iterate is returned only when
        it is no worse on the held-out part than the best candidate in RMSE and in median
        per-sample error (the best by RMSE on all the calibration samples: a steadier ranking
        than on the held-out part alone); otherwise that candidate's points are returned (``info["selected"]``

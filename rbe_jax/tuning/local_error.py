@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import compute_dtype
-from .noise import NoiseSchedule, Point
-from .sampler import _scan_jit, prepare_denoiser, prepare_sampling
-from .schedule import Schedule, check_nfe, grid_schedule
-from .solvers import dpmpp2m
+from ..core._batch import compute_dtype
+from ..core.noise import NoiseSchedule, Point
+from ..core.sampler import _scan_jit, prepare_denoiser, prepare_sampling
+from ..core.schedule import Schedule, check_nfe, grid_schedule
+from ..core.solvers import dpmpp2m
 
 __all__ = ["local_error_schedule", "trajectory", "accurate_steps"]
 

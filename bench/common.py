@@ -1,5 +1,5 @@
 """What the schedule benchmarks share: the models, the seeded calibration and test noise, and
-the scores.  ``schedules_compare.py`` and ``peers.py`` use the same test noise, so their
+the scores.  ``schedules/compare.py`` and ``peers/diffusers.py`` use the same test noise, so their
 tables can be read side by side."""
 
 from __future__ import annotations

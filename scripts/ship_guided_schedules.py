@@ -37,7 +37,7 @@ def main():
     p.add_argument("--nfe", type=int, nargs="+", default=[10])
     p.add_argument("--method", choices=("rbe", "optimized"), default="rbe")
     p.add_argument("--solver", default="unipc", help="optimized: the solver the schedule is made for")
-    p.add_argument("--max-sweeps", type=int, default=1, help="optimized: passes per move size (as bench/schedules_compare.py)")
+    p.add_argument("--max-sweeps", type=int, default=1, help="optimized: passes per move size (as bench/schedules/compare.py)")
     args = p.parse_args()
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
@@ -51,7 +51,7 @@ def main():
             t0 = time.perf_counter()
             if args.method == "optimized":  # every training step is a candidate point
                 on, name = info.noise_schedule, f"optimized_nfe{nfe}_{args.solver}_w{w:g}.json"
-                # the RBE schedules among the starts, as in bench/schedules_compare.py
+                # the RBE schedules among the starts, as in bench/schedules/compare.py
                 rbe = [R.calibrate(guided, g, noise, nfe, rule=rule, search_samples=args.n) for g, rule in rbe_starts(grid, on)]
                 s = R.optimize_schedule(guided, on, noise, nfe, args.solver, extra_candidates=rbe, max_sweeps=args.max_sweeps)
             else:

@@ -1,7 +1,7 @@
-"""Ships the learned schedules of ``bench/learned.py`` with a model where they beat the
+"""Ships the learned schedules of ``bench/schedules/learned.py`` with a model where they beat the
 schedule shipped today (the current ``--schedule auto``) on the bench's held-out noise.
 
-    python bench/learned.py --model digits --nfe 5 10 --no-optimize
+    python bench/schedules/learned.py --model digits --nfe 5 10 --no-optimize
     python scripts/ship_learned_schedules.py --model digits [--dry-run]
 
 For each (solver, NFE) row of bench/results/learned_<model>.json whose learned times were
@@ -37,7 +37,7 @@ def main():
     images, labels = load_digits(16)
     clf = train_digit_classifier(images, labels, seed=0)
     real_f, _ = clf.features_and_probs(images)
-    n_test = 256  # bench/learned.py's default test size for the digits models
+    n_test = 256  # bench/schedules/learned.py's default test size for the digits models
     test = R.make_teacher(model, ns, jax.random.normal(jax.random.key(202), (n_test, *info.image_shape)), 250)
 
     def score(s, solver):  # solver: a name or a Solver

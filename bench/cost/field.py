@@ -2,7 +2,7 @@
 warm) as multiples of one sampling run of the same batch, model traces per ``calibrate``
 call, and the wall time of a repeated guided CLI call (the cached schedule).
 
-    python bench/field_costs.py [--batch 64] [--nfe 10] [--out bench/results/field_costs]
+    python bench/cost/field.py [--batch 64] [--nfe 10] [--out bench/results/field_costs]
 
 Models: the shipped 16x16 digits U-Net and a 28x28 U-Net with random weights (the shape of
 an MNIST DDPM; calibration cost depends on the architecture, not on the weights' quality,
@@ -105,7 +105,7 @@ def main():
     print(json.dumps(cli), flush=True)
     meta = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()} {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
     Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows, guided_cli=cli), indent=1) + "\n")
-    L = [f"# Day-one costs ({meta['date']}, {meta['machine']})", "", "`python bench/field_costs.py`; times are the best of 3 (sampling) or single runs (calibration).", "",
+    L = [f"# Day-one costs ({meta['date']}, {meta['machine']})", "", "`python bench/cost/field.py`; times are the best of 3 (sampling) or single runs (calibration).", "",
          "| model | batch | NFE | jitted sample (s) | eager sample (s) | eager / jit | calibrate cold (s, x sample) | calibrate warm (s, x sample) | model traces, 1st / 2nd calibrate |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

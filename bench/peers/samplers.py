@@ -12,10 +12,12 @@
   against batch size, with and without chunking.
 
     pip install -e ".[bench]" "diffusers==0.39.0"
-    python bench/samplers_compare.py            # writes bench/results/samplers.{md,json}
+    python bench/peers/samplers.py            # writes bench/results/samplers.{md,json}
 """
 
 from __future__ import annotations
+
+import sys
 
 import argparse
 import datetime
@@ -34,6 +36,7 @@ from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 from rbe_jax.zoo.data import load_digits
 from rbe_jax.zoo.metrics import frechet_distance, train_digit_classifier
 from rbe_jax.core.solvers import get_solver
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import python_loop
 
 

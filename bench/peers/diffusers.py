@@ -2,13 +2,13 @@
 
     pip install -e ".[peers]"                  # current diffusers + PyTorch (CPU is enough)
     pip install --no-deps --target /tmp/diffusers039 "diffusers==0.39.0"   # its Flax DPM-Solver
-    python bench/schedules_compare.py --model gmm        # our side (writes schedules_gmm.json)
-    python bench/peers.py --model gmm --flax-diffusers /tmp/diffusers039
-    python bench/peers.py --model digits --flax-diffusers /tmp/diffusers039
-    python bench/peers.py --model digits_cond --flax-diffusers /tmp/diffusers039   # guidance w = 2
+    python bench/schedules/compare.py --model gmm        # our side (writes schedules_gmm.json)
+    python bench/peers/diffusers.py --model gmm --flax-diffusers /tmp/diffusers039
+    python bench/peers/diffusers.py --model digits --flax-diffusers /tmp/diffusers039
+    python bench/peers/diffusers.py --model digits_cond --flax-diffusers /tmp/diffusers039   # guidance w = 2
 
 Same model, same test noise (``common.setup``), same reference (DPM-Solver++(2M) over all
-1,000 training steps) as ``schedules_compare.py``.  Peers:
+1,000 training steps) as ``bench/schedules/compare.py``.  Peers:
 
 - diffusers (the installed release, PyTorch schedulers): UniPC (bh2, orders 2 and 3),
   DPM-Solver++ 2M and 3M, each with and without Karras sigmas, DEIS (orders 2 and 3); all with
@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rbe_jax as R
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import DEFAULT_TEST, MODELS, rmse_and_median, setup
 
 NFES = [5, 8, 10, 15, 20]
@@ -201,7 +202,7 @@ def main():
     meta = dict(
         date=datetime.date.today().isoformat(),
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}",
-        model=name, command=" ".join(["python bench/peers.py", "--model", args.model] + (["--guidance", f"{args.guidance:g}"] if args.model == "digits_cond" else [])), test=args.test, reference=f"dpmpp2m, {full.K} steps",
+        model=name, command=" ".join(["python bench/peers/diffusers.py", "--model", args.model] + (["--guidance", f"{args.guidance:g}"] if args.model == "digits_cond" else [])), test=args.test, reference=f"dpmpp2m, {full.K} steps",
     )
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, ddim=ddim, same_timesteps=check), indent=1) + "\n")
     write_md(out.with_suffix(".md"), meta, rows, ddim, check, ours_table(name, args.test), args.nfe)
@@ -209,7 +210,7 @@ def main():
 
 
 def ours_table(name: str, n_test: int) -> dict | None:
-    """``schedules_compare.py``'s results for the same model and test noise, if there are any."""
+    """``bench/schedules/compare.py``'s results for the same model and test noise, if there are any."""
     path = Path(f"bench/results/schedules_{name}.json")
     ours = json.loads(path.read_text()) if path.is_file() else None
     if ours is not None and ours["meta"]["test"] != n_test:
@@ -220,8 +221,8 @@ def ours_table(name: str, n_test: int) -> dict | None:
 
 def write_md(path: Path, meta, rows, ddim, check, ours, nfes):
     L = [f"# Peers at equal NFE: {meta['model']} ({meta['date']}, {meta['machine']})", "",
-         f"`{meta.get('command', 'python bench/peers.py --model ' + meta['model'])}`. {meta['test']} test samples (the test noise of "
-         f"`schedules_compare.py`); RMSE to {meta['reference']} from the same noise; the network runs in JAX.", ""]
+         f"`{meta.get('command', 'python bench/peers/diffusers.py --model ' + meta['model'])}`. {meta['test']} test samples (the test noise of "
+         f"`bench/schedules/compare.py`); RMSE to {meta['reference']} from the same noise; the network runs in JAX.", ""]
     names = list(dict.fromkeys(r["sampler"] for r in rows))
     best_ours = {}
     if ours is not None:

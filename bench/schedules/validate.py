@@ -1,12 +1,12 @@
 """Checks the shipped schedules on VALIDATION noise: neither the calibration noise of the RBE
-and optimized schedules nor the test noise of bench/schedules_compare.py.
+and optimized schedules nor the test noise of bench/schedules/compare.py.
 
-    python bench/validate_default.py      # the CLI's default solver (UniPC), 256 samples:
+    python bench/schedules/validate.py      # the CLI's default solver (UniPC), 256 samples:
         # bench/results/validation_digits.{md,json}
-    python bench/validate_default.py --solver unipc dpmpp2m --n 2048 --key 2048
+    python bench/schedules/validate.py --solver unipc dpmpp2m --n 2048 --key 2048
         # both solvers' shipped schedules on 2,048 samples of a key no choice ever saw:
         # bench/results/validation_digits_unipc-dpmpp2m_n2048_key2048.{md,json}
-    python bench/validate_default.py --model digits_cond --guidance 2 --nfe 15 20
+    python bench/schedules/validate.py --model digits_cond --guidance 2 --nfe 15 20
         # the guided schedules shipped for that weight (labels 0-9 in turn), written to
         # bench/results/validation_digits_cond_w2_nfe15-20.{md,json}
 
@@ -20,6 +20,8 @@ score, the RMSE ratio with a 90% bootstrap interval over the samples.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import json
 from pathlib import Path
@@ -28,6 +30,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import bootstrap_ratio, per_sample_rmse, scores
 from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
@@ -86,7 +89,7 @@ def main():
     out = Path(f"bench/results/validation_{name}")
     what = f"{args.n} samples, key {args.key}" + (f", labels 0-9 in turn, guidance w = {args.guidance:g}" if suffix else "")
     out.with_suffix(".json").write_text(json.dumps(dict(validation=what, scores=rows), indent=1) + "\n")
-    cmd = " ".join(["python bench/validate_default.py"] + ([f"--model {args.model} --guidance {args.guidance:g}"] if suffix else [])
+    cmd = " ".join(["python bench/schedules/validate.py"] + ([f"--model {args.model} --guidance {args.guidance:g}"] if suffix else [])
                    + flags)
     L = [f"# Validation ({what}): each solver on each shipped/fixed schedule, {args.model}", "", f"`{cmd}`", ""]
     for solver, by_nfe in rows.items():

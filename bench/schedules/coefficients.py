@@ -13,8 +13,8 @@ same schedule (the quadratic spacing), are trained with the same optimiser, step
 - ``times+coefficients``: the points and ``c``, ``e`` (S4S-Alt learns them alternately; here
   jointly).
 
-    python bench/learned_coefficients.py --model gmm
-    python bench/learned_coefficients.py --model digits --nfe 5 10 --steps 100
+    python bench/schedules/coefficients.py --model gmm
+    python bench/schedules/coefficients.py --model digits --nfe 5 10 --steps 100
 
 Writes bench/results/learned_coefficients_<model>.{md,json}.
 """
@@ -131,7 +131,7 @@ def main():
         print(f"nfe {nfe}: times {row['times']['rmse']:.4g} (median {row['times']['median']:.4g}); times+coefficients "
               f"{row['times+coefficients']['rmse']:.4g} (median {row['times+coefficients']['median']:.4g}): {row['ratio']:.3f}x", flush=True)
     meta = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}",
-                command="python bench/learned_coefficients.py " + " ".join(__import__("sys").argv[1:]), calib=n_calib, test=n_test)
+                command="python bench/schedules/coefficients.py " + " ".join(__import__("sys").argv[1:]), calib=n_calib, test=n_test)
     out = Path(f"bench/results/learned_coefficients_{a.model}")
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     L = [f"# Learned 2M coefficients vs learned times alone: {a.model}", "", f"`{meta['command']}` — {meta['date']}, {meta['machine']}; {n_calib} calibration samples (a quarter held out), {n_test} test samples; RMSE to an accurate solve.", "",

@@ -5,13 +5,15 @@ T = 1000, K = 100 grid.  For the same evaluation noise, a float64 Dopri8 solve o
 probability-flow ODE (rtol = atol = 1e-10) gives the exact endpoints; every sampler is scored
 by its RMSE to them and by the Frechet distance (FD) of its samples to true data samples.
 
-    python bench/gmm_benchmark.py            # full run, writes bench/results/gmm.{md,json}
-    python bench/gmm_benchmark.py --quick    # small smoke run
+    python bench/quality/gmm.py            # full run, writes bench/results/gmm.{md,json}
+    python bench/quality/gmm.py --quick    # small smoke run
 
 Needs the bench extra (diffrax): pip install -e ".[bench]".
 """
 
 from __future__ import annotations
+
+import sys
 
 import argparse
 import datetime
@@ -27,6 +29,7 @@ import numpy as np
 import rbe_jax as R
 from rbe_jax.zoo.metrics import frechet_distance
 from rbe_jax.core.solvers import get_solver
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import python_loop
 
 KINDS = ["uniform", "quadratic", "logsnr", "rbe"]

@@ -7,11 +7,11 @@ candidates include the optimized schedule) are scored on test noise against an a
 solve of the same noise: RMSE, median per-sample RMS error and, for the digits models, the
 Frechet distance (FD) in an evaluation classifier's feature space to the real digits.
 
-    python bench/learned.py --model gmm                       # exact 24-d mixture (the issue's), minutes
-    python bench/learned.py --model digits --nfe 5 10          # the shipped digits U-Net
-    python bench/learned.py --model digits_flow --nfe 5 10
-    python bench/learned.py --model families                   # an exact mixture in every family
-    python bench/learned.py --model mypkg.models:make_model    # your own model
+    python bench/schedules/learned.py --model gmm                       # exact 24-d mixture (the issue's), minutes
+    python bench/schedules/learned.py --model digits --nfe 5 10          # the shipped digits U-Net
+    python bench/schedules/learned.py --model digits_flow --nfe 5 10
+    python bench/schedules/learned.py --model families                   # an exact mixture in every family
+    python bench/schedules/learned.py --model mypkg.models:make_model    # your own model
 
 A user's ``module:function`` takes no argument and returns ``(model, noise_schedule,
 sample_shape)``: the model as ``rbe_sample`` takes it (``R.as_model(...)`` for any family).
@@ -143,7 +143,7 @@ def main():
     meta = dict(
         date=datetime.date.today().isoformat(),
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}",
-        command="python " + " ".join(["bench/learned.py", *__import__("sys").argv[1:]]),
+        command="python " + " ".join(["bench/schedules/learned.py", *__import__("sys").argv[1:]]),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))

@@ -11,8 +11,8 @@ DDIM at 50, 100, 200, 1000 on the full T=1000 grid, is scored by:
   digits;
 - the RMSE to the 1000-step DDIM samples from the same noise.
 
-    python bench/digits_quality.py           # full run, about 30 min on 2 CPU cores
-    python bench/digits_quality.py --quick   # 200 samples, NFE 8 and 10 only
+    python bench/quality/digits.py           # full run, about 30 min on 2 CPU cores
+    python bench/quality/digits.py --quick   # 200 samples, NFE 8 and 10 only
 
 Needs the train extra (scikit-learn).  Writes bench/results/digits.{md,json} and
 bench/results/digits_nfe8.npz (the NFE-8 grids, drawn by bench/plots.py) and

@@ -1,7 +1,7 @@
 """Sampler overhead, compile time and calibration cost on a larger U-Net, for GPU/TPU runs.
 
-    python bench/accelerator.py            # on an accelerator: 32x32x3 and 64x64x3 U-Nets, tens of millions of parameters
-    python bench/accelerator.py --small    # the same measurements on small models (the default on a CPU; under 2 minutes)
+    python bench/cost/accelerator.py            # on an accelerator: 32x32x3 and 64x64x3 U-Nets, tens of millions of parameters
+    python bench/cost/accelerator.py --small    # the same measurements on small models (the default on a CPU; under 2 minutes)
 
 Prints one JSON object per model:
 - ``scan_overhead``: wall time of ``jax.jit(rbe_sample)`` at NFE n divided by n times one

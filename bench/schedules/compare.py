@@ -1,10 +1,10 @@
 """Every solver on every schedule at equal NFE, on test noise that no schedule saw.
 
-    python bench/schedules_compare.py --model gmm      # exact 32-d Gaussian mixture (minutes)
-    python bench/schedules_compare.py --model digits   # the shipped digits model (about an hour on 2 CPU cores)
-    python bench/schedules_compare.py --model digits --ship   # also writes the optimized
+    python bench/schedules/compare.py --model gmm      # exact 32-d Gaussian mixture (minutes)
+    python bench/schedules/compare.py --model digits   # the shipped digits model (about an hour on 2 CPU cores)
+    python bench/schedules/compare.py --model digits --ship   # also writes the optimized
         schedules into rbe_jax/zoo/pretrained/digits/schedules/optimized_nfe{N}_{solver}.json
-    python bench/schedules_compare.py --model digits_cond --guidance 2 --optimize-for unipc
+    python bench/schedules/compare.py --model digits_cond --guidance 2 --optimize-for unipc
         # the class-conditional model with classifier-free guidance, labels 0-9 in turn
 
 Schedules: the fixed spacings (uniform, quadratic, log-SNR, Karras rho = 7, on the model's
@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 import rbe_jax as R
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import DEFAULT_CALIB, DEFAULT_TEST, MODELS, best99, bootstrap_ratio, per_sample_rmse, scores, setup
 
 FIXED = ["uniform", "quadratic", "logsnr", "karras"]
@@ -128,7 +129,7 @@ def main():
         date=datetime.date.today().isoformat(),
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}",
         model=args.model + (f", guidance w = {args.guidance:g}" if args.model == "digits_cond" else ""), calib=n_calib, test=n_test, reference=f"dpmpp2m, {full.K} steps", reference_check_rmse=ref_err,
-        trim=args.trim, reference_fd=fd_floor, command=" ".join(["python bench/schedules_compare.py", *sys.argv[1:]]),
+        trim=args.trim, reference_fd=fd_floor, command=" ".join(["python bench/schedules/compare.py", *sys.argv[1:]]),
     )
     Path(out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows, costs=costs), indent=1) + "\n")
     write_md(out + ".md", meta, rows, costs, args.nfe)
@@ -137,7 +138,7 @@ def main():
 
 def write_md(path, meta, rows, costs, nfes):
     L = [f"# Schedules x solvers at equal NFE: {meta['model']} ({meta['date']}, {meta['machine']})", "",
-         f"`{meta.get('command', 'python bench/schedules_compare.py --model ' + meta['model'])}`. Test noise: {meta['test']} samples; calibration "
+         f"`{meta.get('command', 'python bench/schedules/compare.py --model ' + meta['model'])}`. Test noise: {meta['test']} samples; calibration "
          f"(RBE, optimized with trim {meta['trim']}) on {meta['calib']} other samples. Reference: {meta['reference']} "
          f"(its distance to a half-as-long solve: {meta['reference_check_rmse']:.1e}).", ""]
     metrics = [("rmse", "RMSE to the reference (all test samples)", "{:.4f}"),

@@ -1,7 +1,7 @@
 """Time to learn a schedule on a large U-Net (random weights): LD3's budget is minutes on one GPU.
 
-    python bench/learn_cost.py            # on a GPU/TPU: the 32x32x3 U-Net of bench/accelerator.py (tens of millions of parameters)
-    python bench/learn_cost.py --small    # a small U-Net, for a CPU run of the same code
+    python bench/cost/learn.py            # on a GPU/TPU: the 32x32x3 U-Net of bench/cost/accelerator.py (tens of millions of parameters)
+    python bench/cost/learn.py --small    # a small U-Net, for a CPU run of the same code
 
 Prints one JSON object: the parameter count, the teacher's solve (100 calibration samples,
 ``--teacher-steps``) and ``learn_schedule`` for a 10-NFE UniPC schedule (``--steps``,

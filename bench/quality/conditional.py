@@ -5,7 +5,7 @@ NFE 10 (uniform DDIM, and an RBE schedule calibrated for each w on a batch of mi
 labels), judged by the
 evaluation classifier: the share classified as the requested label with confidence >= 0.9.
 
-    python bench/conditional_quality.py      # writes bench/results/conditional.{md,json}
+    python bench/quality/conditional.py      # writes bench/results/conditional.{md,json}
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ score_sde VP model (score), a VE model (score), an EDM denoiser (x0) and a flow 
 (velocity), each sampled by that family's standard samplers and by our configurations, on
 test noise that no calibration saw.
 
-    python bench/families.py                       # about 15 minutes on 2 CPU cores
-    python bench/families.py --nfe 5 10 --test 1024 --calib 256 --out /tmp/families_small
+    python bench/quality/families.py                       # about 15 minutes on 2 CPU cores
+    python bench/quality/families.py --nfe 5 10 --test 1024 --calib 256 --out /tmp/families_small
 
 Reference: the probability-flow ODE of the exact mixture solved in float64 (diffrax Dopri8,
 rtol = atol = 1e-10) from the same noise down to the process's least noisy trained point,
@@ -61,6 +61,7 @@ import numpy as np
 import rbe_jax as R
 from rbe_jax.core.noise import Point
 from rbe_jax.core.schedule import schedule_points
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import bootstrap_ratio, per_sample_rmse
 
 FAMILIES = {
@@ -247,7 +248,7 @@ def main():
         machine=f"{platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}",
         mixture=f"{args.dim}-d, {args.components} components (std 0.02-0.2), the same data in every family",
         calib=args.calib, test=args.test, families=meta_fam,
-        command=" ".join(["python bench/families.py", *sys.argv[1:]]),
+        command=" ".join(["python bench/quality/families.py", *sys.argv[1:]]),
     )
     Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, results=results), indent=1) + "\n")
     Path(args.out + ".md").write_text(markdown(meta, results, args.nfe))

@@ -14,7 +14,7 @@ def test_field_is_the_one_step_ddim_difference_quotient():
         eps = jnp.asarray(rng.normal(size=(5, 3)))
         a = jnp.asarray([1e-4, 0.1, 0.5, 0.9, 0.999])
         a_next = jnp.asarray([2e-4, 0.2, 0.6, 0.95, 1.0])  # includes the step to clean data
-        f = R.one_step_field(x, eps, a, a_next)
+        f = R.rbe.one_step_field(x, eps, a, a_next)
         want = (ddim_update(x, eps, a, a_next) - x) / (a_next - a)[:, None]
         np.testing.assert_allclose(f, want, rtol=1e-10)
 
@@ -32,7 +32,7 @@ def test_indicator_equals_explicit_jacobian(linear):
         t = pt.t
         be = R.backward_error(R.as_model(gm, noise_schedule=linear), x, pt, a, a_next)
         for b in range(6):
-            fb = lambda xb: R.one_step_field(xb[None], gm(xb[None], t[b : b + 1]), a[b : b + 1], a_next[b : b + 1])[0]
+            fb = lambda xb: R.rbe.one_step_field(xb[None], gm(xb[None], t[b : b + 1]), a[b : b + 1], a_next[b : b + 1])[0]
             J = jax.jacfwd(fb)(x[b])  # (4, 4)
             want = np.linalg.norm(2 * J.T @ fb(x[b]))
             np.testing.assert_allclose(be.indicator[b], want, rtol=1e-10)
@@ -53,12 +53,12 @@ def test_snap_down_matches_a_slow_search(grid):
     rng = np.random.default_rng(0)
     k = rng.integers(0, grid.K, size=400)
     a_goal = ext[k + 1] + rng.uniform(0, 1, size=400) ** 3 * (1 - ext[k + 1])
-    got = np.asarray(R.snap_down(jnp.asarray(ext), jnp.asarray(k), jnp.asarray(a_goal)))
+    got = np.asarray(R.rbe.snap_down(jnp.asarray(ext), jnp.asarray(k), jnp.asarray(a_goal)))
     want = [_snap_slow(ext, int(kk), float(g)) for kk, g in zip(k, np.asarray(jnp.asarray(a_goal)))]
     assert got.tolist() == want
     # also exactly on grid values: a goal equal to a grid alpha-bar lands on that point
     k = np.full(5, 60)
-    got = R.snap_down(jnp.asarray(ext), jnp.asarray(k), jnp.asarray(ext[[11, 21, 31, 41, 51]]))
+    got = R.rbe.snap_down(jnp.asarray(ext), jnp.asarray(k), jnp.asarray(ext[[11, 21, 31, 41, 51]]))
     assert np.asarray(got).tolist() == [10, 20, 30, 40, 50]
 
 
@@ -66,7 +66,7 @@ def test_step_size_rule(grid):
     ext = jnp.asarray(grid.alpha_bar_ext)
     k = jnp.asarray([99, 99, 50, 0, 5])
     ind = jnp.asarray([1e6, 1e-9, 0.0, 3.0, 1e12])
-    s = R.step_size(ind, k, ext, 1.0)
+    s = R.rbe.step_size(ind, k, ext, 1.0)
     a = ext[k + 1]
     np.testing.assert_allclose(s.h, jnp.minimum(jnp.sqrt(1.0 / ind), 1 - a), rtol=1e-6)
     nxt = np.asarray(s.next_index)
@@ -78,4 +78,4 @@ def test_step_size_rule(grid):
 @pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_tau(grid, tau):
     with pytest.raises(ValueError, match="tau"):
-        R.step_size(jnp.ones(2), jnp.asarray([3, 4]), jnp.asarray(grid.alpha_bar_ext), tau)
+        R.rbe.step_size(jnp.ones(2), jnp.asarray([3, 4]), jnp.asarray(grid.alpha_bar_ext), tau)

@@ -22,17 +22,17 @@ def test_schedule_from_paths_is_the_reference_rule():
         ]
     )
     # mean of the 3-step paths: [9, 17/3, 7/3, -1] -> rounded half up
-    assert R.schedule_from_paths(paths, 3).tolist() == [9, 6, 2, -1]
-    assert R.schedule_from_paths(paths, 2).tolist() == [9, 4, -1]
+    assert R.rbe.schedule_from_paths(paths, 3).tolist() == [9, 6, 2, -1]
+    assert R.rbe.schedule_from_paths(paths, 2).tolist() == [9, 4, -1]
     with pytest.raises(ValueError, match="exactly nfe=5"):
-        R.schedule_from_paths(paths, 5)
+        R.rbe.schedule_from_paths(paths, 5)
     # half-way means round up, keeping the path strictly decreasing
-    assert R.schedule_from_paths(np.array([[9, 3, 2, -1], [9, 2, 1, -1]]), 3).tolist() == [9, 3, 2, -1]
+    assert R.rbe.schedule_from_paths(np.array([[9, 3, 2, -1], [9, 2, 1, -1]]), 3).tolist() == [9, 3, 2, -1]
 
 
 def test_resampled_aggregation():
     paths = np.array([[9, 5, -1, -1, -1], [9, 7, 4, 1, -1]])
-    idx = R.resampled_schedule_from_paths(paths, 4, K=10)
+    idx = R.rbe.resampled_schedule_from_paths(paths, 4, K=10)
     # path A at u=0,.25,.5,.75,1 -> 9,7,5,2,-1 ; path B -> 9,7,4,1,-1 ; mean rounded half up
     assert idx.tolist() == [9, 7, 5, 2, -1]
 
@@ -48,7 +48,7 @@ def test_calibrate_hits_nfe_exactly(mixture, grid, calib_noise, nfe):
     assert info["calibration_evals"] >= nfe and info["search_runs"] >= 1
     # re-running the adaptive rule at the reported tau reproduces the schedule
     res = R.adaptive_paths(mixture, grid, calib_noise, s.tau, max_steps=2 * nfe + 2)
-    np.testing.assert_array_equal(R.schedule_from_paths(res.paths, nfe), s.indices)
+    np.testing.assert_array_equal(R.rbe.schedule_from_paths(res.paths, nfe), s.indices)
 
 
 def test_calibrate_with_fixed_tau(mixture, grid, calib_noise):
@@ -56,7 +56,7 @@ def test_calibrate_with_fixed_tau(mixture, grid, calib_noise):
     m = int(np.bincount(np.asarray(res.nfe)).argmax())
     s = R.calibrate(mixture, grid, calib_noise, m, tau=0.3)
     assert s.tau == 0.3 and s.info["search_runs"] == 0
-    np.testing.assert_array_equal(s.indices, R.schedule_from_paths(res.paths, m))
+    np.testing.assert_array_equal(s.indices, R.rbe.schedule_from_paths(res.paths, m))
 
 
 def test_calibrate_falls_back_to_resampling(mixture, linear, calib_noise):

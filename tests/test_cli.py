@@ -279,15 +279,27 @@ def test_shipped_models_by_name_and_their_guided_optimized_schedules(tmp_path, c
     assert (tmp_path / "g.png").is_file()
 
 
-def test_default_uses_the_shipped_optimized_schedule(tmp_path, capsys):
-    """The main job leads with the best measured configuration: UniPC on the schedule
-    optimized for it, shipped with the digits model; the faithful RBE sampler stays one flag away."""
-    out = tmp_path / "s.png"
-    assert main(["sample", "--nfe", "5", "--n", "4", "--out", str(out)]) == 0
-    line = capsys.readouterr().out
-    assert "optimized schedule, nfe=5, solver=unipc" in line
-    assert main(["sample", "--nfe", "5", "--n", "4", "--schedule", "rbe", "--solver", "ddim", "--out", str(out)]) == 0
-    assert "rbe schedule, nfe=5, solver=ddim" in capsys.readouterr().out
+@pytest.mark.parametrize("nfe, solver, label", [(5, "dpmpp2m", None), (8, "unipc", 4)])
+def test_auto_samples_what_pretrained_schedule_returns(nfe, solver, label, tmp_path, capsys):
+    """``--schedule auto`` is R.pretrained_schedule: the same samples for the same seed, from
+    Python and from the CLI (the learned 2M schedule with its coefficients; a guided model's
+    optimized UniPC schedule for its weight); the faithful RBE sampler stays one flag away."""
+    import jax
+
+    name = "digits" if label is None else "digits_cond"
+    npz = tmp_path / "s.npz"
+    args = ["sample", "--checkpoint", name, "--nfe", str(nfe), "--solver", solver, "--n", "4", "--seed", "3", "--out", str(tmp_path / "s.png"), "--npz", str(npz)]
+    guide = [] if label is None else ["--label", str(label), "--guidance", "2"]
+    assert main(args + guide) == 0
+    s = R.pretrained_schedule(name, nfe, solver, None if label is None else 2.0)
+    assert f"{s.method} schedule, nfe={nfe}" in capsys.readouterr().out and s.method in ("optimized", "learned")
+    model = R.load_denoiser(name, label=label, guidance=0.0 if label is None else 2.0)
+    noise = jax.random.normal(jax.random.key(3), (4, 16, 16, 1))
+    x = R.rbe_sample(model, noise, s, R.learned_solver(s) if s.info.get("coefficients") else solver)
+    np.testing.assert_array_equal(np.load(npz)["samples"], np.asarray(x))
+    if label is None:
+        assert main(["sample", "--nfe", str(nfe), "--n", "4", "--schedule", "rbe", "--solver", "ddim", "--out", str(tmp_path / "s.png")]) == 0
+        assert f"rbe schedule, nfe={nfe}, solver=ddim" in capsys.readouterr().out
 
 
 def test_the_shipped_flow_model(tmp_path, capsys, monkeypatch):

@@ -62,7 +62,7 @@ def test_clipping_inside_the_backward_error(wide, linear):
         be = R.backward_error(clipped, x, pt, a, an)
         for b in range(4):
             pb = R.core.noise.Point(*(v[b : b + 1] for v in pt))
-            fb = lambda xb: R.one_step_field(xb[None], clipped(xb[None], pb).eps, a[b : b + 1], an[b : b + 1])[0]
+            fb = lambda xb: R.rbe.one_step_field(xb[None], clipped(xb[None], pb).eps, a[b : b + 1], an[b : b + 1])[0]
             J = jax.jacfwd(fb)(x[b])
             np.testing.assert_allclose(be.indicator[b], np.linalg.norm(2 * J.T @ fb(x[b])), rtol=1e-9)
         plain = R.backward_error(R.as_model(gm, noise_schedule=linear), x, pt, a, an)

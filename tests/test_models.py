@@ -28,7 +28,7 @@ def test_linen_apply_plugs_in_and_jits(grid, noise8):
     variables = mod.init(jax.random.key(0), noise8, jnp.zeros((64,), jnp.int32))
     model = R.as_model(mod.apply, variables)
     sched = R.baseline_schedule(grid, 6, "logsnr")
-    out = jax.jit(R.rbe_sample)(model, noise8, sched)
+    out = jax.jit(R.rbe_sample)(model, noise8, sched, R.ddim())
     # against the same loop written by hand with the Linen apply
     x = noise8
     for i in range(6):

@@ -72,6 +72,7 @@ def test_install_cell_pins_the_runtime_jax(monkeypatch, tmp_path):
     assert f"jaxlib=={importlib.metadata.version('jaxlib')}" in seen["pins"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 4])
 def test_quickstart_notebook_runs(tmp_path, monkeypatch, devices):
     monkeypatch.setenv("RBE_NOTEBOOK_SMALL", "1")

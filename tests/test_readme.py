@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).parent.parent / "README.md"
 
 
@@ -20,6 +22,7 @@ def _snippets() -> str:
     return "\n".join(runnable)
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_on_four_devices(tmp_path):
     code = (
         "import os\n"

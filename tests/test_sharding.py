@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sharded_equals_unsharded():
     script = Path(__file__).parent / "helpers" / "sharded_check.py"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -23,6 +26,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_jax_distributed_on_localhost():
     """Two processes, one CPU device each, gloo collectives: the multi-host path."""
     script = Path(__file__).parent / "helpers" / "distributed_worker.py"

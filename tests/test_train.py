@@ -37,6 +37,7 @@ def _eval_loss(graphdef, params, data, cfg):
     return float(jnp.mean((model(jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise, t) - noise) ** 2))
 
 
+@pytest.mark.slow
 def test_tiny_training_lowers_the_loss_and_resumes_exactly(tmp_path, digits8):
     x, _ = digits8
     cfg = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, checkpoint_every=10, seed=3)

@@ -6,3 +6,10 @@
 
 May import every other layer; nothing imports from here.
 """
+
+from .jobs import JobError, sample_job
+
+__all__ = [
+    "JobError",
+    "sample_job",
+]

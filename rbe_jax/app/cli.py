@@ -24,8 +24,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 SCHEDULE_KINDS = ("auto", "rbe", "learned", "optimized", "uniform", "quadratic", "logsnr", "karras", "shift")
-SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")  # rbe_jax.solvers.SOLVERS, without importing jax
-RULE_NAMES = ("backward_error", "local_error")  # rbe_jax.calibrate.RULES
+SOLVER_NAMES = ("ddim", "dpmpp2m", "dpmpp3m", "unipc")  # rbe_jax.core.solvers.SOLVERS, without importing jax
+RULE_NAMES = ("backward_error", "local_error")  # rbe_jax.rbe.calibration.RULES
 
 
 class CLIError(Exception):
@@ -37,34 +37,26 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: error: {message} (see --help)")
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _number(kind: type, lowest: float, strict: bool):
+    """An argparse ``type``: a finite ``kind`` above ``lowest`` (``strict``) or at least it."""
+    what = "an integer" if kind is int else "a number"
+    bound = f"{'>' if strict else '>='} {lowest:g}"
+
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        if not (math.isfinite(v) and (v > lowest if strict else v >= lowest)):
+            raise argparse.ArgumentTypeError(f"must be {'' if kind is int else 'a finite number '}{bound}, got {s}")
+        return v
+
+    return parse
 
 
-def _guidance_weight(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
-    return v
+_positive_int = _number(int, 1, strict=False)
+_guidance_weight = _number(float, 0.0, strict=False)
+_positive_float = _number(float, 0.0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,49 +171,60 @@ def _load_schedule(f: Path, info):
 
 
 def _resolve_schedule(args, path, info, model):
-    from .cache import cached_schedule_path
+    """The schedule ``--schedule`` names: a fixed spacing, a file, or a shipped one through
+    :func:`rbe_jax.pretrained_schedule` (``auto``: learned > optimized > RBE); an RBE
+    schedule that is not shipped is calibrated (and, for a label, cached)."""
     from ..core.schedule import BASELINES, baseline_schedule
-    from ..zoo.shipped import shipped_schedule_file
+    from ..zoo.shipped import SHIPPED_KINDS, pretrained_schedule
 
-    grid = info.default_grid
-    w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
-    tuned = {k: shipped_schedule_file(path, k, args.nfe, args.solver, w) for k in ("learned", "optimized")}
-    shipped_rbe = shipped_schedule_file(path, "rbe", args.nfe, guidance=w)
     kind = args.schedule
-    if kind == "auto":
-        kind = next((k for k, f in tuned.items() if f.is_file()), "rbe")
     if kind in BASELINES:
         try:
             return baseline_schedule(info.noise_schedule, args.nfe, kind)
         except ValueError as e:
             raise CLIError(f"--schedule {kind}: {e}") from None
-    if kind == "rbe":
-        if args.nfe >= grid.K:
-            raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
-        if args.label is None:
-            if shipped_rbe.is_file():
-                return _load_schedule(shipped_rbe, info)
-            _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; `rbe-jax calibrate --nfe {args.nfe} --out FILE` saves one)")
-            return _calibrate(model, grid, info, args.nfe, 256, 1234)
-        # a schedule calibrated for this label wins over the label-agnostic shipped one
-        cached = cached_schedule_path(path, f"rbe_nfe{args.nfe}_label{args.label}_w{args.guidance:g}_{args.solver}.json")
-        if cached.is_file():
-            return _load_schedule(cached, info)
-        if shipped_rbe.is_file():
-            return _load_schedule(shipped_rbe, info)
-        _say(f"no RBE schedule yet for label {args.label}, guidance {args.guidance:g}, nfe={args.nfe}: calibrating one now (256 samples); cached at {cached}")
-        sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
-        sched.save(cached)
-        return sched
-    if kind in tuned:
-        if tuned[kind].is_file():
-            return _load_schedule(tuned[kind], info)
+    if kind != "auto" and kind not in SHIPPED_KINDS:
+        return _schedule_file(args, info)
+    w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
+    try:
+        shipped = pretrained_schedule(path, args.nfe, args.solver, w, kind=kind)
+    except FileNotFoundError:
+        shipped = None
+    if shipped is not None and shipped.method != "rbe":
+        return shipped
+    if kind in ("learned", "optimized"):
         cond = "" if args.label is None else f" and guidance {args.guidance:g}"
         make = "" if args.label is None else f" --label {args.label} --guidance {args.guidance:g}"
         raise CLIError(
             f"no shipped {kind} schedule for nfe={args.nfe}, solver {args.solver}{cond}: make one with "
             f"`rbe-jax calibrate --method {kind} --solver {args.solver} --nfe {args.nfe}{make} --out FILE.json` and pass --schedule FILE.json"
         )
+    return _rbe_schedule(args, path, info, model, shipped)
+
+
+def _rbe_schedule(args, path, info, model, shipped):
+    """An RBE schedule for ``--nfe``: for a label one calibrated for it earlier (cached), else
+    the ``shipped`` one, else one calibrated now."""
+    from .cache import cached_schedule_path
+
+    grid = info.default_grid
+    if args.nfe >= grid.K:
+        raise CLIError(f"--nfe {args.nfe}: an RBE schedule needs nfe < {grid.K} (the grid size); use --schedule uniform for reference runs")
+    cached = None if args.label is None else cached_schedule_path(path, f"rbe_nfe{args.nfe}_label{args.label}_w{args.guidance:g}_{args.solver}.json")
+    if cached is not None and cached.is_file():  # calibrated for this label: wins over the label-agnostic shipped one
+        return _load_schedule(cached, info)
+    if shipped is not None:
+        return shipped
+    if cached is None:
+        _say(f"no shipped RBE schedule for nfe={args.nfe}: calibrating one now (256 samples; `rbe-jax calibrate --nfe {args.nfe} --out FILE` saves one)")
+        return _calibrate(model, grid, info, args.nfe, 256, 1234)
+    _say(f"no RBE schedule yet for label {args.label}, guidance {args.guidance:g}, nfe={args.nfe}: calibrating one now (256 samples); cached at {cached}")
+    sched = _calibrate(model, grid, info, args.nfe, 256, 1234)
+    sched.save(cached)
+    return sched
+
+
+def _schedule_file(args, info):
     f = Path(args.schedule)
     if f.suffix != ".json":
         raise CLIError(f"--schedule must be one of {', '.join(SCHEDULE_KINDS)} or a .json file, got {args.schedule!r}")
@@ -328,7 +331,7 @@ def cmd_sample(args) -> int:
         written = []
         m = sample_job(
             model, sched, args.n, args.batch, args.out_dir, image_shape=info.image_shape, seed=args.seed,
-            solver=solver, sharding=_batch_sharding(args.batch), on_shard=written.append,
+            solver=solver, sharding=_batch_sharding(args.batch), on_shard=written.append, progress=True,
             model_id=f"{path} label={args.label} guidance={args.guidance}",
         )
         done = sum(v["count"] for v in m["shards"].values())
@@ -425,7 +428,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, objective=args.objective)
     ucfg = UNetConfig(base_channels=args.base_channels, num_classes=10 if args.conditional else 0)
     images, labels = load_digits(ucfg.image_size)
-    graphdef, state, losses = train(UNet(ucfg, nnx.Rngs(args.seed)), images, cfg, args.workdir, labels=labels if args.conditional else None)
+    graphdef, state, losses = train(UNet(ucfg, nnx.Rngs(args.seed)), images, cfg, args.workdir, labels=labels if args.conditional else None, progress=True)
     if losses:
         print(f"trained to step {int(state.step)}; mean loss of the last {min(len(losses), 500)} steps: {sum(losses[-500:]) / len(losses[-500:]):.4f}")
     if args.export:

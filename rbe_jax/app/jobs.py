@@ -21,7 +21,7 @@ from ..core._io import TMP_SUFFIX, atomic_write, npz_bytes, read_json, sha256_by
 from ..core.models import prepare_model
 from ..core.sampler import rbe_sample
 from ..core.schedule import Schedule
-from ..core.solvers import get_solver
+from ..core.solvers import DEFAULT_SOLVER, Solver, get_solver
 
 __all__ = ["sample_job", "JobError"]
 
@@ -42,10 +42,10 @@ def sample_job(
     *,
     image_shape: tuple[int, ...],
     seed: int = 0,
-    solver: str = "ddim",
+    solver: str | Solver = DEFAULT_SOLVER,
     sharding: jax.sharding.Sharding | None = None,
     model_id: str = "",
-    progress: bool = True,
+    progress: bool = False,
     stop_after: int | None = None,
     on_shard: Callable[[int], None] | None = None,
 ) -> dict:
@@ -58,7 +58,7 @@ def sample_job(
       out_dir: created if needed; holds ``shard_00000.npz`` ... and ``manifest.json``.
       image_shape: the shape of one sample.
       seed: shard ``i`` uses noise from ``fold_in(key(seed), i)``.
-      solver: a solver name or :class:`rbe_jax.core.solvers.Solver`.
+      solver: a solver name or :class:`rbe_jax.Solver`.
       sharding: where each shard's noise batch is placed (e.g. ``NamedSharding(mesh,
         P("batch"))`` to split it over every device); default: the default device.
       model_id: recorded in the manifest (e.g. the checkpoint path) and checked on resume.
@@ -75,71 +75,75 @@ def sample_job(
     model = prepare_model(model)
     if sharding is not None:  # once for the job, not once per shard
         model = place_model_on(model, sharding)
-    solver_obj = get_solver(solver)
+    solver = get_solver(solver)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*" + TMP_SUFFIX):  # a shard or manifest cut off mid-write
-        stale.unlink()
-    num_shards = -(-n // batch)
     job = dict(
-        format=FORMAT,
-        n=int(n),
-        batch=int(batch),
-        seed=int(seed),
-        solver=solver_obj.name,
-        image_shape=[int(v) for v in image_shape],
-        model=model_id,
-        schedule=schedule.to_dict(),
-        num_shards=num_shards,
+        format=FORMAT, n=int(n), batch=int(batch), seed=int(seed), solver=solver.name, image_shape=[int(v) for v in image_shape],
+        model=model_id, schedule=schedule.to_dict(), num_shards=-(-n // batch),
     )
-    mpath = out / MANIFEST
-    shards: dict[str, dict] = {}
-    if mpath.exists():
-        old = read_json(mpath, JobError)
-        if {k: v for k, v in old.items() if k != "shards"} != job:
-            raise JobError(f"{out} holds another sampling job (different n, batch, seed, solver, model or schedule); use a new --out-dir")
-        shards = dict(old.get("shards", {}))
-    done = {i for i in range(num_shards) if _shard_ok(out, i, shards)}
-    shards = {k: v for k, v in shards.items() if int(k) in done}
-
-    base = jax.random.key(seed)
+    shards = _resume(out, job)
+    todo = [i for i in range(job["num_shards"]) if str(i) not in shards][: stop_after]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, initial=sum(shards[str(i)]["count"] for i in done), unit="img", desc="sampling", dynamic_ncols=True)
-    written = 0
+        bar = tqdm(total=n, initial=sum(s["count"] for s in shards.values()), unit="img", desc="sampling", dynamic_ncols=True)
     try:
-        for i in range(num_shards):
-            if i in done:
-                continue
-            if stop_after is not None and written >= stop_after:
-                break
-            count = min(batch, n - i * batch)
-            noise = jax.random.normal(jax.random.fold_in(base, i), (batch, *image_shape))
-            if sharding is not None:
-                noise = jax.device_put(noise, sharding)
-            try:
-                x = rbe_sample(model, noise, schedule, solver_obj, check_finite=True)
-            except FloatingPointError as e:
-                raise FloatingPointError(f"shard {i}: {e}") from None
-            x = np.asarray(x)[:count]
-            name = f"shard_{i:05d}.npz"
-            data = npz_bytes(samples=x, index=np.arange(i * batch, i * batch + count))
-            atomic_write(out / name, data)
-            shards[str(i)] = dict(file=name, count=count, sha256=sha256_bytes(data))
-            write_json(mpath, dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0])))))
-            written += 1
+        for i in todo:
+            shards[str(i)] = _write_shard(out, i, job, lambda noise: rbe_sample(model, noise, schedule, solver, check_finite=True), sharding)
+            write_json(out / MANIFEST, _manifest(job, shards))
             if bar is not None:
-                bar.update(count)
+                bar.update(shards[str(i)]["count"])
             if on_shard is not None:
                 on_shard(i)
     finally:
         if bar is not None:
             bar.close()
-    manifest = dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0]))))
-    write_json(mpath, manifest)
+    manifest = _manifest(job, shards)
+    write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _resume(out: Path, job: dict) -> dict[str, dict]:
+    """Prepares ``out`` for ``job`` and returns the records of the shards already written
+    (those whose files match their checksums); stale temporary files are removed.
+
+    Raises:
+      JobError: ``out`` holds another job.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*" + TMP_SUFFIX):  # a shard or manifest cut off mid-write
+        stale.unlink()
+    mpath = out / MANIFEST
+    if not mpath.exists():
+        return {}
+    old = read_json(mpath, JobError)
+    if {k: v for k, v in old.items() if k != "shards"} != job:
+        raise JobError(f"{out} holds another sampling job (different n, batch, seed, solver, model or schedule); use a new --out-dir")
+    shards = dict(old.get("shards", {}))
+    return {str(i): shards[str(i)] for i in range(job["num_shards"]) if _shard_ok(out, i, shards)}
+
+
+def _write_shard(out: Path, i: int, job: dict, sample: Callable[[jax.Array], jax.Array], sharding) -> dict:
+    """Samples shard ``i`` of ``job`` from its own noise and writes it atomically; returns
+    its manifest record."""
+    batch, n = job["batch"], job["n"]
+    count = min(batch, n - i * batch)
+    noise = jax.random.normal(jax.random.fold_in(jax.random.key(job["seed"]), i), (batch, *job["image_shape"]))
+    if sharding is not None:
+        noise = jax.device_put(noise, sharding)
+    try:
+        x = np.asarray(sample(noise))[:count]
+    except FloatingPointError as e:
+        raise FloatingPointError(f"shard {i}: {e}") from None
+    name = f"shard_{i:05d}.npz"
+    data = npz_bytes(samples=x, index=np.arange(i * batch, i * batch + count))
+    atomic_write(out / name, data)
+    return dict(file=name, count=count, sha256=sha256_bytes(data))
+
+
+def _manifest(job: dict, shards: dict[str, dict]) -> dict:
+    return dict(job, shards=dict(sorted(shards.items(), key=lambda kv: int(kv[0]))))
 
 
 def _shard_ok(out: Path, i: int, shards: dict) -> bool:

@@ -11,3 +11,73 @@
 
 Nothing here imports from the other layers (``rbe``, ``tuning``, ``zoo``, ``app``).
 """
+
+from .checks import ModelCheck, PredictionMismatch, check_model
+from .models import (
+    PREDICTIONS,
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    ClipDenoised,
+    Denoiser,
+    Model,
+    Prediction,
+    as_model,
+    classifier_guidance,
+    clip_denoised,
+    continuous_time_model,
+)
+from .noise import NoiseSchedule, Point
+from .sampler import rbe_sample
+from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
+from .solvers import (
+    DEFAULT_SOLVER,
+    CoefficientState,
+    DPMState,
+    MultistepState,
+    Solver,
+    StepTimes,
+    ddim,
+    dpmpp2m,
+    dpmpp2m_coefficients,
+    dpmpp3m,
+    get_solver,
+    learned_solver,
+    unipc,
+)
+
+__all__ = [
+    "ModelCheck",
+    "PredictionMismatch",
+    "check_model",
+    "PREDICTIONS",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ClipDenoised",
+    "Denoiser",
+    "Model",
+    "Prediction",
+    "as_model",
+    "classifier_guidance",
+    "clip_denoised",
+    "continuous_time_model",
+    "NoiseSchedule",
+    "Point",
+    "rbe_sample",
+    "BASELINES",
+    "Schedule",
+    "ScheduleError",
+    "baseline_schedule",
+    "DEFAULT_SOLVER",
+    "CoefficientState",
+    "DPMState",
+    "MultistepState",
+    "Solver",
+    "StepTimes",
+    "ddim",
+    "dpmpp2m",
+    "dpmpp2m_coefficients",
+    "dpmpp3m",
+    "get_solver",
+    "learned_solver",
+    "unipc",
+]

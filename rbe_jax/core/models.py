@@ -17,8 +17,11 @@ functions are held statically (jit compiles once per object); pytrees of arrays 
 :class:`Model`, these wrappers) are traced arguments.  A Linen module plugs in as
 ``as_model(module.apply, variables, ...)``.
 
-The dtype rule: the model receives ``x`` in the samples' dtype; its output is converted in the
-compute dtype (at least float32, see :func:`rbe_jax.core._batch.compute_dtype`).
+The dtype rule, one for every code path: the model receives ``x`` in the samples' dtype; both
+fields of every :class:`Prediction` (of :class:`Denoiser` and of the wrappers on the internal
+form) are in the compute dtype (at least float32, see
+:func:`rbe_jax.core._batch.compute_dtype`).  The one formula between the two parametrisations
+is :func:`x0_of_eps` / :func:`eps_of_x0`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ __all__ = [
     "clip_denoised",
     "classifier_guidance",
     "continuous_time_model",
+    "x0_of_eps",
+    "eps_of_x0",
 ]
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
@@ -177,6 +182,16 @@ class _OnInternalForm(_InternalForm):
         return self.model.prediction
 
 
+def x0_of_eps(x, eps, alpha, sigma):
+    """The data prediction of a noise prediction at ``x = alpha x0 + sigma eps`` (VP scaling)."""
+    return (x - sigma * eps) / alpha
+
+
+def eps_of_x0(x, x0, alpha, sigma):
+    """The noise prediction of a data prediction at ``x = alpha x0 + sigma eps`` (VP scaling)."""
+    return (x - alpha * x0) / sigma
+
+
 def _coeffs(pt: Point, x: jax.Array):
     """``(alpha, sigma, scale)`` of ``pt`` in the compute dtype, shaped to broadcast against
     ``x`` ``(B, ...)``."""
@@ -226,16 +241,16 @@ class Denoiser(_InternalForm, struct.PyTreeNode):
         xc = x.astype(cdt)
         alpha, sigma, scale = _coeffs(pt, x)
         p = self.prediction
-        if p == "eps":  # eps as the model gave it: the backward error differentiates it as is
-            return Prediction(eps=out, x0=(xc - sigma * out.astype(cdt)) / alpha)
         o = out.astype(cdt)
+        if p == "eps":
+            return Prediction(eps=o, x0=x0_of_eps(xc, o, alpha, sigma))
         if p == "x0":
-            return Prediction(eps=(xc - alpha * o) / sigma, x0=o)
+            return Prediction(eps=eps_of_x0(xc, o, alpha, sigma), x0=o)
         if p == "v":
             return Prediction(eps=sigma * xc + alpha * o, x0=alpha * xc - sigma * o)
         if p == "score":
             eps = -(sigma * scale) * o
-            return Prediction(eps=eps, x0=(xc - sigma * eps) / alpha)
+            return Prediction(eps=eps, x0=x0_of_eps(xc, eps, alpha, sigma))
         # velocity: [x_f; v] = [[a, s], [a', s']] [x0; eps] in the model's own scaling
         t = per_sample(jnp.broadcast_to(jnp.asarray(pt.t, cdt), (x.shape[0],)), x)
         da, ds = (jnp.asarray(c, cdt) for c in self.process.velocity_coeffs(t, jnp))
@@ -342,14 +357,14 @@ class ClipDenoised(_OnInternalForm, struct.PyTreeNode):
 
     def __call__(self, x, pt: Point) -> Prediction:
         alpha, sigma, _ = _coeffs(pt, x)
-        x0 = self.model(x, pt).x0
+        x0 = self.model(x, pt).x0.astype(alpha.dtype)
         if self.dynamic_quantile is None:
             x0 = jnp.clip(x0, self.lo, self.hi)
         else:
             flat = jnp.abs(x0).reshape(x0.shape[0], -1)
             s = per_sample(jnp.maximum(jnp.quantile(flat, self.dynamic_quantile, axis=1), 1.0), x)
             x0 = jnp.clip(x0, -s, s) / s
-        return Prediction(eps=(x.astype(x0.dtype) - alpha * x0) / sigma, x0=x0)
+        return Prediction(eps=eps_of_x0(x.astype(alpha.dtype), x0, alpha, sigma), x0=x0)
 
 
 class ClassifierGuidance(_OnInternalForm, struct.PyTreeNode):
@@ -366,7 +381,7 @@ class ClassifierGuidance(_OnInternalForm, struct.PyTreeNode):
         alpha, sigma, scale = _coeffs(pt, x)
         grad = Denoiser(net=self.cond_fn, process=self.process).raw(x, pt).astype(cdt)
         eps = self.model(x, pt).eps.astype(cdt) - sigma * scale * self.scale * grad
-        return Prediction(eps=eps, x0=(x.astype(cdt) - sigma * eps) / alpha)
+        return Prediction(eps=eps, x0=x0_of_eps(x.astype(cdt), eps, alpha, sigma))
 
 
 class ClassifierFreeGuidance(struct.PyTreeNode):

@@ -12,7 +12,7 @@ from ._batch import check_noise, compute_dtype, nonfinite_rows, place_model, rai
 from .models import X0_AT_PURE_NOISE, Prediction, as_denoiser
 from .noise import NoiseSchedule, Point
 from .schedule import Schedule, schedule_points
-from .solvers import Solver, StepTimes, get_solver
+from .solvers import DEFAULT_SOLVER, Solver, StepTimes, get_solver
 
 __all__ = ["rbe_sample", "step_times", "prepare_denoiser", "prepare_sampling"]
 
@@ -107,7 +107,7 @@ def rbe_sample(
     model,
     noise: jax.Array,
     schedule: Schedule,
-    solver: str | Solver = "ddim",
+    solver: str | Solver = DEFAULT_SOLVER,
     *,
     check_finite: bool = False,
 ) -> jax.Array:
@@ -135,8 +135,9 @@ def rbe_sample(
         over a ``Mesh``; the output then has the same sharding, and a model whose arrays sit
         on other devices is replicated onto the batch's devices first.
       schedule: a :class:`Schedule` of the model's noise process.
-      solver: a :class:`rbe_jax.core.solvers.Solver` (``rbe_jax.dpmpp2m()``) or its name; under
-        ``jax.jit`` pass the object, since a string is not a JAX type.
+      solver: a :class:`rbe_jax.Solver` (``rbe_jax.dpmpp2m()``) or its name; default
+        :data:`rbe_jax.DEFAULT_SOLVER` (UniPC); ``"ddim"`` is the faithful RBE sampler of the
+        paper.  Under ``jax.jit`` pass the object, since a string is not a JAX type.
       check_finite: after sampling, raise ``FloatingPointError`` naming the first sample,
         step and point where the model's prediction or a solver step was NaN/Inf.  It reads
         the result on the host, so it needs a concrete (not traced) call.

@@ -7,3 +7,23 @@
 
 Built on :mod:`rbe_jax.core` only.
 """
+
+from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
+from .calibration import calibrate, resampled_schedule_from_paths, schedule_from_paths
+from .error_bound import BackwardError, StepSize, backward_error, field_coefficients, one_step_field, snap_down, step_size
+
+__all__ = [
+    "AdaptivePaths",
+    "adaptive_paths",
+    "local_error_paths",
+    "calibrate",
+    "resampled_schedule_from_paths",
+    "schedule_from_paths",
+    "BackwardError",
+    "StepSize",
+    "backward_error",
+    "field_coefficients",
+    "one_step_field",
+    "snap_down",
+    "step_size",
+]

@@ -170,14 +170,7 @@ _adaptive_loop_jit = jax.jit(_adaptive_loop)
 _start_jit = jax.jit(_start, static_argnames=("pure",))
 
 
-def adaptive_paths(
-    model,
-    grid: NoiseSchedule,
-    noise: jax.Array,
-    tau,
-    max_steps: int | None = None,
-    chunk_size: int | None = None,
-) -> AdaptivePaths:
+def adaptive_paths(model, grid: NoiseSchedule, noise: jax.Array, tau, max_steps: int | None = None, chunk_size: int | None = None) -> AdaptivePaths:
     """Runs the adaptive RBE rule for every sample from the noisiest grid point to clean data.
 
     At each step a sample at grid index ``k`` evaluates eps and the backward-error
@@ -199,15 +192,20 @@ def adaptive_paths(
     Returns:
       :class:`AdaptivePaths`.
     """
-    model, noise, max_steps, pts = _checked(model, grid, noise, tau, max_steps)
+    den, noise, max_steps = _checked(model, grid, noise, tau, max_steps)
+    return backward_error_run(den, grid, noise, tau, max_steps, chunk_size)
+
+
+def backward_error_run(den, grid: NoiseSchedule, noise: jax.Array, tau, max_steps: int, chunk_size: int | None = None) -> AdaptivePaths:
+    """:func:`adaptive_paths` for a prepared ``den`` and checked arguments (no checks)."""
     ext = jnp.asarray(grid.alpha_bar_ext, compute_dtype(noise.dtype))
     cap = jnp.asarray(max_steps, jnp.int32)
-    return _run(_adaptive_loop_jit, model, grid, pts, noise, chunk_size, max_steps, ext, tau, cap)
+    return _run(_adaptive_loop_jit, den, grid, noise, chunk_size, max_steps, ext, tau, cap)
 
 
 def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
-    """Both rules' argument checks: ``(model in the internal form, placed for the noise;
-    noise; max_steps; the grid's points in the compute dtype)``."""
+    """Both rules' public edge: ``(model in the internal form, placed for the noise; noise;
+    max_steps)``."""
     if not isinstance(grid, NoiseSchedule):
         raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
     check_tau(threshold)
@@ -217,15 +215,15 @@ def _checked(model, grid: NoiseSchedule, noise, threshold, max_steps):
     den, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
     if grid.alpha_bar[-1] == 0.0 and grid.K < 3:
         raise ValueError("a grid that starts at pure noise needs K >= 3 points")
-    pts = Point(*(jnp.asarray(v, compute_dtype(noise.dtype)) for v in grid.grid_points()))
-    return den, noise, max_steps, pts
+    return den, noise, max_steps
 
 
-def _run(loop, model, grid: NoiseSchedule, pts: Point, noise, chunk_size, max_steps, *args) -> AdaptivePaths:
+def _run(loop, model, grid: NoiseSchedule, noise, chunk_size, max_steps, *args) -> AdaptivePaths:
     """Either rule's jitted ``loop(model, pts, x, start, *args)`` over the batch in chunks,
     each chunk started by :func:`_start`; a non-finite step out of pure noise is recorded as
     step 0 at grid index ``K - 1``."""
     pure = bool(grid.alpha_bar[-1] == 0.0)
+    pts = Point(*(jnp.asarray(v, compute_dtype(noise.dtype)) for v in grid.grid_points()))
 
     def run(z):
         x, bad = _start_jit(model, pts, z, pure)
@@ -298,7 +296,7 @@ class _LocalState(NamedTuple):
     idx: jax.Array  # current grid index (-1: finished)
     trial: jax.Array  # grid index the next trial step goes to (-1: clean data)
     x: jax.Array  # sample at idx
-    eps: jax.Array  # the model's eps there
+    pred: Prediction  # the model's prediction there (compute dtype)
     x0_prev: jax.Array  # x0 prediction at the previous accepted point
     lam_prev: jax.Array  # half-log-SNR there
     has_prev: jax.Array  # bool: a previous point exists
@@ -319,25 +317,40 @@ def _snap(lam_grid: jax.Array, goal: jax.Array, below: jax.Array) -> jax.Array:
 def _local_error_loop(model, pts: Point, x, start, tol, max_steps, max_iters) -> AdaptivePaths:
     """The jitted core of :func:`local_error_paths`; ``pts``: ``(K,)`` grid tables, ``x`` the
     samples at grid index ``start``, every argument but the model's structure traced."""
-    B = x.shape[0]
     K = pts.lam.shape[0]
     cdt = compute_dtype(x.dtype)
-    alpha, sigma, lam = pts.alpha.astype(cdt), pts.sigma.astype(cdt), pts.lam.astype(cdt)
+    tabs = Point(*(v.astype(cdt) for v in pts))
     tol = jnp.asarray(tol, cdt)
-    xc = x.astype(cdt)
-    top = jnp.full((B,), start, jnp.int32)
-    eps = model(xc, _at(pts, top)).eps.astype(cdt)
-    bad0 = nonfinite_rows(eps)
     off = (start < K - 1).astype(jnp.int32)  # 1 after the step out of pure noise
+    init = _local_error_init(model, tabs, x, start, off)
+
+    def cond(s: _LocalState):
+        return (s.step < max_iters) & jnp.any(_running(s, max_steps))
+
+    s = jax.lax.while_loop(cond, lambda s: _local_error_step(model, tabs, tol, max_steps, s), init)
+    return _result(s._replace(step=s.step + off), evals=s.evals)
+
+
+def _running(s: _LocalState, max_steps) -> jax.Array:
+    """``(B,)``: the samples still stepping (not finished, under the cap, all finite)."""
+    return (s.idx >= 0) & (s.nfe < max_steps) & (s.bad_step < 0)
+
+
+def _local_error_init(model, tabs: Point, x, start, off) -> _LocalState:
+    """The carry at grid index ``start`` (the model evaluated there once)."""
+    B, K = x.shape[0], tabs.lam.shape[0]
+    top = jnp.full((B,), start, jnp.int32)
+    pred = model(x.astype(tabs.lam.dtype), _at(tabs, top))
+    bad0 = nonfinite_rows(pred.eps)
     paths = jnp.full((B, K + 1), -1, jnp.int32).at[:, 0].set(K - 1)
-    init = _LocalState(
+    return _LocalState(
         step=jnp.zeros((), jnp.int32),
         idx=top,
         trial=jnp.minimum(jnp.full((B,), int(FIRST_TRIAL * K), jnp.int32), top - 1),
         x=x,
-        eps=eps,
-        x0_prev=jnp.zeros_like(xc),
-        lam_prev=jnp.zeros((B,), cdt),
+        pred=Prediction(eps=pred.eps.astype(tabs.lam.dtype), x0=pred.x0.astype(tabs.lam.dtype)),
+        x0_prev=jnp.zeros(x.shape, tabs.lam.dtype),
+        lam_prev=jnp.zeros((B,), tabs.lam.dtype),
         has_prev=jnp.zeros((B,), bool),
         paths=jnp.where(off > 0, paths.at[:, 1].set(start), paths),
         nfe=jnp.full((B,), off, jnp.int32),
@@ -346,82 +359,90 @@ def _local_error_loop(model, pts: Point, x, start, tol, max_steps, max_iters) ->
         bad_index=jnp.where(bad0, top, -1).astype(jnp.int32),
     )
 
-    def running(s: _LocalState):
-        return (s.idx >= 0) & (s.nfe < max_steps) & (s.bad_step < 0)
 
-    def cond(s: _LocalState):
-        return (s.step < max_iters) & jnp.any(running(s))
+class _Trial(NamedTuple):
+    """A trial step of every sample from its grid point ``k`` to ``j`` (``-1``: clean data)."""
 
-    def body(s: _LocalState):
-        active = running(s)
-        k, j = jnp.maximum(s.idx, 0), s.trial
-        final = j < 0
-        jc = jnp.maximum(j, 0)
-        lk, lj = lam[k], lam[jc]
-        h = jnp.where(final, 1.0, lj - lk)  # finite in the unused branch
-        h0 = jnp.where(s.has_prev, lk - s.lam_prev, 1.0)
-        x = s.x.astype(cdt)
-        x0 = (x - per_sample(sigma[k], x) * s.eps) / per_sample(alpha[k], x)
-        # the trial step: the DPM-Solver++(2M) step itself, per sample (first order without
-        # a previous point; the step to clean data returns x0)
-        times = StepTimes(*(per_sample(v, x) for v in (
-            alpha[k], sigma[k], lk,
-            jnp.where(final, 1.0, alpha[jc]), jnp.where(final, 0.0, sigma[jc]), jnp.where(final, jnp.inf, lj),
-            jnp.zeros_like(k),
-        )))
-        state = DPMState(x0_prev=s.x0_prev, h_prev=per_sample(h0, x), has_prev=per_sample(s.has_prev, x))
-        xt, _ = dpmpp2m().step(state, x, Prediction(eps=s.eps, x0=x0), times)
-        eps_t = model(xt, _at(pts, jc)).eps.astype(cdt)
-        x0t = (xt - per_sample(sigma[jc], x) * eps_t) / per_sample(alpha[jc], x)
-        # the step's local error: the quadratic (first-order: linear) term of x0 along the
-        # step that the step leaves out, from divided differences in half-log-SNR, weighted
-        # by the exponential integrator's kernel
-        d1 = (x0t - x0) / per_sample(h, x)
-        dd2 = (d1 - (x0 - s.x0_prev) / per_sample(h0, x)) / per_sample(h + h0, x)
-        est = alpha[jc] * jnp.where(s.has_prev, _rms(dd2) * (_psi2(h) + h0 * _psi1(h)), _rms(d1) * _psi1(h))
-        bad = active & ~final & (nonfinite_rows(eps_t) | ~jnp.isfinite(est))
-        accept = active & ~bad & (final | (est <= tol) | (j == k - 1))
-        reject = active & ~bad & ~accept
-        order = jnp.where(s.has_prev, 3.0, 2.0)
-        factor = jnp.clip(SAFETY * (tol / jnp.maximum(est, jnp.finfo(cdt).tiny)) ** (1.0 / order), MIN_SHRINK, MAX_GROWTH)
-        # after an accepted step: go to clean data when the x0 prediction, extrapolated
-        # linearly in sigma down to 0, moves by at most tol; else propose the next step
-        done_err = sigma[jc] * _rms((x0t - x0) / per_sample(sigma[k] - sigma[jc], x))
-        after = jnp.where((done_err <= tol) | (j == 0), -1, _snap(lam, lj + h * factor, jc))
-        retry = jnp.clip(_snap(lam, lk + h * jnp.minimum(factor, SAFETY), k), j + 1, k - 1)
-        acc = per_sample(accept, x)
-        col = jnp.where(accept, s.nfe + 1, K)  # column K is padding only a finished path reaches
-        return _LocalState(
-            step=s.step + 1,
-            idx=jnp.where(accept, j, s.idx),
-            trial=jnp.where(accept, jnp.where(final, -1, after), jnp.where(reject, retry, s.trial)).astype(jnp.int32),
-            x=jnp.where(acc, xt.astype(s.x.dtype), s.x),
-            eps=jnp.where(acc & ~per_sample(final, x), eps_t, s.eps),
-            x0_prev=jnp.where(acc, x0, s.x0_prev),
-            lam_prev=jnp.where(accept, lk, s.lam_prev),
-            has_prev=s.has_prev | accept,
-            paths=s.paths.at[jnp.arange(B), col].set(jnp.where(accept, j, s.paths[jnp.arange(B), col])),
-            nfe=s.nfe + accept.astype(jnp.int32),
-            evals=s.evals + (active & ~final).astype(jnp.int32),
-            bad_step=jnp.where(bad & (s.bad_step < 0), s.step + 1, s.bad_step),
-            bad_index=jnp.where(bad & (s.bad_step < 0), j, s.bad_index),
-        )
+    j: jax.Array  # (B,) target index
+    jc: jax.Array  # max(j, 0): where the model is evaluated
+    final: jax.Array  # (B,) bool: the step to clean data
+    h: jax.Array  # (B,) its length in half-log-SNR (1 for the final step: unused there)
+    x: jax.Array  # the sample at j
+    pred: Prediction  # the model's prediction there
+    est: jax.Array  # (B,) the step's estimated local error
 
-    s = jax.lax.while_loop(cond, body, init)
-    return _result(s._replace(step=s.step + off), evals=s.evals)
+
+def _trial(model, tabs: Point, s: _LocalState) -> _Trial:
+    """The DPM-Solver++(2M) step itself (first order without a previous point, x0 on the
+    step to clean data) and its local error: the quadratic (first order: linear) term of x0
+    along the step that the step leaves out, from divided differences in half-log-SNR,
+    weighted by the exponential integrator's kernel."""
+    k, j = jnp.maximum(s.idx, 0), s.trial
+    final = j < 0
+    jc = jnp.maximum(j, 0)
+    lk, lj = tabs.lam[k], tabs.lam[jc]
+    h = jnp.where(final, 1.0, lj - lk)  # finite in the unused branch
+    h0 = jnp.where(s.has_prev, lk - s.lam_prev, 1.0)
+    x = s.x.astype(tabs.lam.dtype)
+    times = StepTimes(*(per_sample(v, x) for v in (
+        tabs.alpha[k], tabs.sigma[k], lk,
+        jnp.where(final, 1.0, tabs.alpha[jc]), jnp.where(final, 0.0, tabs.sigma[jc]), jnp.where(final, jnp.inf, lj),
+        jnp.zeros_like(k),
+    )))
+    state = DPMState(x0_prev=s.x0_prev, h_prev=per_sample(h0, x), has_prev=per_sample(s.has_prev, x))
+    xt, _ = dpmpp2m().step(state, x, s.pred, times)
+    pred = model(xt, _at(tabs, jc))
+    pred = Prediction(eps=pred.eps.astype(x.dtype), x0=pred.x0.astype(x.dtype))
+    d1 = (pred.x0 - s.pred.x0) / per_sample(h, x)
+    dd2 = (d1 - (s.pred.x0 - s.x0_prev) / per_sample(h0, x)) / per_sample(h + h0, x)
+    est = tabs.alpha[jc] * jnp.where(s.has_prev, _rms(dd2) * (_psi2(h) + h0 * _psi1(h)), _rms(d1) * _psi1(h))
+    return _Trial(j, jc, final, h, xt, pred, est)
+
+
+def _local_error_step(model, tabs: Point, tol, max_steps, s: _LocalState) -> _LocalState:
+    """One iteration: every running sample tries its step, accepts or retries it shorter,
+    and proposes the next (the controller of :func:`local_error_paths`)."""
+    B, K = s.x.shape[0], tabs.lam.shape[0]
+    active = _running(s, max_steps)
+    k = jnp.maximum(s.idx, 0)
+    tr = _trial(model, tabs, s)
+    j, jc, final, h = tr.j, tr.jc, tr.final, tr.h
+    bad = active & ~final & (nonfinite_rows(tr.pred.eps) | ~jnp.isfinite(tr.est))
+    accept = active & ~bad & (final | (tr.est <= tol) | (j == k - 1))
+    reject = active & ~bad & ~accept
+    order = jnp.where(s.has_prev, 3.0, 2.0)
+    factor = jnp.clip(SAFETY * (tol / jnp.maximum(tr.est, jnp.finfo(tol.dtype).tiny)) ** (1.0 / order), MIN_SHRINK, MAX_GROWTH)
+    # after an accepted step: go to clean data when the x0 prediction, extrapolated linearly
+    # in sigma down to 0, moves by at most tol; else propose the next step
+    dsig = per_sample(tabs.sigma[k] - tabs.sigma[jc], tr.x)
+    done_err = tabs.sigma[jc] * _rms((tr.pred.x0 - s.pred.x0) / dsig)
+    after = jnp.where((done_err <= tol) | (j == 0), -1, _snap(tabs.lam, tabs.lam[jc] + h * factor, jc))
+    retry = jnp.clip(_snap(tabs.lam, tabs.lam[k] + h * jnp.minimum(factor, SAFETY), k), j + 1, k - 1)
+    acc = per_sample(accept, tr.x)
+    keep = acc & ~per_sample(final, tr.x)
+    col = jnp.where(accept, s.nfe + 1, K)  # column K is padding only a finished path reaches
+    rows = jnp.arange(B)
+    return _LocalState(
+        step=s.step + 1,
+        idx=jnp.where(accept, j, s.idx),
+        trial=jnp.where(accept, jnp.where(final, -1, after), jnp.where(reject, retry, s.trial)).astype(jnp.int32),
+        x=jnp.where(acc, tr.x.astype(s.x.dtype), s.x),
+        pred=Prediction(eps=jnp.where(keep, tr.pred.eps, s.pred.eps), x0=jnp.where(keep, tr.pred.x0, s.pred.x0)),
+        x0_prev=jnp.where(acc, s.pred.x0, s.x0_prev),
+        lam_prev=jnp.where(accept, tabs.lam[k], s.lam_prev),
+        has_prev=s.has_prev | accept,
+        paths=s.paths.at[rows, col].set(jnp.where(accept, j, s.paths[rows, col])),
+        nfe=s.nfe + accept.astype(jnp.int32),
+        evals=s.evals + (active & ~final).astype(jnp.int32),
+        bad_step=jnp.where(bad & (s.bad_step < 0), s.step + 1, s.bad_step),
+        bad_index=jnp.where(bad & (s.bad_step < 0), j, s.bad_index),
+    )
 
 
 _local_error_loop_jit = jax.jit(_local_error_loop)
 
 
-def local_error_paths(
-    model,
-    grid: NoiseSchedule,
-    noise: jax.Array,
-    tol,
-    max_steps: int | None = None,
-    chunk_size: int | None = None,
-) -> AdaptivePaths:
+def local_error_paths(model, grid: NoiseSchedule, noise: jax.Array, tol, max_steps: int | None = None, chunk_size: int | None = None) -> AdaptivePaths:
     """Per-sample adaptive paths whose steps bound a second-order solver's local error.
 
     Every sample steps with DPM-Solver++(2M) (first order on its first step, x0 on the
@@ -452,7 +473,12 @@ def local_error_paths(
       :class:`AdaptivePaths` (``iterations``: trial steps of the batch, each one batched
       forward pass).
     """
-    model, noise, max_steps, pts = _checked(model, grid, noise, tol, max_steps)
+    den, noise, max_steps = _checked(model, grid, noise, tol, max_steps)
+    return local_error_run(den, grid, noise, tol, max_steps, chunk_size)
+
+
+def local_error_run(den, grid: NoiseSchedule, noise: jax.Array, tol, max_steps: int, chunk_size: int | None = None) -> AdaptivePaths:
+    """:func:`local_error_paths` for a prepared ``den`` and checked arguments (no checks)."""
     cap = jnp.asarray(max_steps, jnp.int32)
     iters = jnp.asarray(8 * max_steps + 16, jnp.int32)  # every step ends within a few trials
-    return _run(_local_error_loop_jit, model, grid, pts, noise, chunk_size, max_steps, tol, cap, iters)
+    return _run(_local_error_loop_jit, den, grid, noise, chunk_size, max_steps, tol, cap, iters)

@@ -18,18 +18,17 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ..core._batch import check_noise, place_model, raise_nonfinite
+from ..core._batch import raise_nonfinite
 from ..core._progress import progress_reporter
-from .adaptive import AdaptivePaths, adaptive_paths, local_error_paths
-from ..core.models import as_denoiser
 from ..core.noise import NoiseSchedule
 from ..core.schedule import Schedule, check_nfe, strictly_decreasing_path
+from .adaptive import AdaptivePaths, _checked, backward_error_run, local_error_run
 
 __all__ = ["schedule_from_paths", "resampled_schedule_from_paths", "calibrate", "path_lengths", "RULES"]
 
 TAU_MIN, TAU_MAX = 1e-12, 1e12
 # the step-size rules: how adaptive paths bound each step, and the search's first threshold
-RULES = {"backward_error": (adaptive_paths, 1.0), "local_error": (local_error_paths, 1e-2)}
+RULES = {"backward_error": (backward_error_run, 1.0), "local_error": (local_error_run, 1e-2)}
 BRACKET_RATIO = 1.01  # stop bisecting once hi / lo is this close: step counts barely move
 
 
@@ -104,6 +103,45 @@ def _check_finite(res: AdaptivePaths, grid: NoiseSchedule, tau: float) -> None:
     raise_nonfinite(f"calibration (tau={tau:.4g})", _host(res.nonfinite_step), describe)
 
 
+class _Runs:
+    """The adaptive runs of one calibration: ``runs(tau, x)`` runs the rule's paths of the
+    samples ``x`` at threshold ``tau``, checks them, records and reports their statistics,
+    and returns them with the paths on the host (``"res"``)."""
+
+    def __init__(self, rule: str, den, grid: NoiseSchedule, nfe: int, max_steps: int, chunk_size: int | None, report):
+        self.paths_fn = RULES[rule][0]
+        self.den, self.grid, self.nfe, self.max_steps, self.chunk_size, self.report = den, grid, nfe, max_steps, chunk_size, report
+        self.stats: list[dict] = []
+
+    def __call__(self, tau: float, x: jax.Array) -> dict:
+        res = self.paths_fn(self.den, self.grid, x, tau, self.max_steps, self.chunk_size)
+        _check_finite(res, self.grid, tau)
+        res = res._replace(**{f: _host(getattr(res, f)) for f in ("paths", "nfe", "finished")})
+        steps = np.where(res.finished, res.nfe, self.max_steps + 1)
+        r = dict(
+            tau=float(tau),
+            samples=int(x.shape[0]),
+            mean_nfe=float(steps.mean()),
+            exact=int(np.sum(steps == self.nfe)),
+            iterations=int(res.iterations),
+            sample_evals=int(_host(res.evals).sum()),
+        )
+        self.stats.append(r)
+        self.report(dict(r))
+        return dict(r, res=res)
+
+
+def _aggregate(best: dict, nfe: int, min_samples: int, K: int, max_steps: int) -> tuple[np.ndarray, str, int]:
+    """The fixed schedule of the final run's paths: ``(indices, "exact" or "resampled",
+    samples used)``."""
+    res: AdaptivePaths = best["res"]
+    if best["exact"] >= min_samples:
+        return schedule_from_paths(res.paths, nfe), "exact", best["exact"]
+    if not np.any(res.finished):
+        raise ValueError(f"calibration failed: no sample reached clean data within {max_steps} steps at tau={best['tau']:.4g}")
+    return resampled_schedule_from_paths(res.paths, nfe, K), "resampled", int(np.sum(res.finished))
+
+
 def calibrate(
     model,
     grid: NoiseSchedule,
@@ -122,38 +160,32 @@ def calibrate(
     """Finds an RBE schedule of exactly ``nfe`` steps for ``model`` on ``grid``.
 
     Args:
-      model: the model (see :func:`rbe_jax.rbe_sample`): a :class:`rbe_jax.core.models.Denoiser`
-        or an eps model of ``grid``'s noise process.
+      model: the model (see :func:`rbe_jax.rbe_sample`).
       grid: the (respaced) noise schedule of ``K`` points, of any family.
       noise: ``(B, ...)`` standard-normal calibration noise (e.g. 256-2500 samples).
       nfe: target steps, ``1 <= nfe < K``.
       tau: a fixed threshold (skips the search); default: searched.
       rule: how each adaptive step is bounded: ``"backward_error"`` (the seed's rule, DDIM
-        steps, one VJP each; :func:`rbe_jax.adaptive_paths`) or ``"local_error"`` (RBE
-        driven by a second-order solver's local error: DPM-Solver++(2M) steps whose
-        estimated local error stays below ``tau``, an RMS distance per element in the
-        data's units; no gradients; :func:`rbe_jax.local_error_paths`).  The schedule then
-        serves any solver.
+        steps, one VJP each; :func:`rbe_jax.adaptive_paths`) or ``"local_error"``
+        (DPM-Solver++(2M) steps whose estimated local error, an RMS distance per element in
+        the data's units, stays below ``tau``; :func:`rbe_jax.local_error_paths`).  The
+        schedule then serves any solver.
       min_samples: samples with exactly ``nfe`` steps needed to use the reference rule
         (default ``max(1, ceil(B / 20))``); with fewer, paths are resampled
         (:func:`resampled_schedule_from_paths`).
       max_iters: adaptive runs the search may spend at most.
-      tau_init: the search's first threshold (default 1 for the backward-error rule, 0.01
-        for the local-error rule).
-      search_samples: the search runs on the first this-many samples only; the schedule
-        then comes from one run of the whole batch at the threshold found.
-      chunk_size: run the adaptive paths in chunks of this many samples to bound memory
-        (same schedule; see :func:`adaptive_paths`).
-      progress: ``True`` shows a tqdm bar of adaptive runs (its total is the most runs the
-        call may take, ``max_iters + 1``; the bar closes at the runs actually made); a
-        callable is called after each adaptive run with a dict of its statistics (``tau``,
-        ``samples``, ``mean_nfe``, ``exact``, ``iterations``, ``sample_evals``).
+      tau_init: the search's first threshold (default 1, or 0.01 for the local-error rule).
+      search_samples: the search runs on the first this-many samples; the schedule comes
+        from one run of the whole batch at the threshold found.
+      chunk_size: run the paths in chunks of this many samples (same schedule, less memory).
+      progress: ``True`` for a tqdm bar of adaptive runs, or a callable receiving each run's
+        statistics (``tau``, ``samples``, ``mean_nfe``, ``exact``, ``iterations``,
+        ``sample_evals``).
     Returns:
-      A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: the
-      ``rule``, the samples used, the aggregation (``"exact"`` or ``"resampled"``), ``search_runs`` (adaptive
-      runs on the search sub-batch; the final whole-batch run comes on top), and
-      ``calibration_evals`` (batched passes spent, all runs: forward + VJP for the
-      backward-error rule, forward for the local-error rule) and
+      A :class:`Schedule` with ``method="rbe"``, its ``tau``, and in ``info``: ``rule``,
+      ``samples_used``, ``aggregation`` (``"exact"`` or ``"resampled"``),
+      ``nfe_histogram``, ``search_runs`` (runs on the search sub-batch; the final
+      whole-batch run comes on top), ``calibration_evals`` (batched passes, all runs) and
       ``calibration_sample_evals`` (per-sample model evaluations, all runs).
     Raises:
       FloatingPointError: the model returned NaN/Inf (names the sample, step, grid index).
@@ -164,75 +196,39 @@ def calibrate(
     nfe = check_nfe(nfe, grid.K - 1)
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {sorted(RULES)}")
-    paths_fn, default_tau = RULES[rule]
-    tau_init = default_tau if tau_init is None else tau_init
-    noise = check_noise(noise)
-    model = place_model(as_denoiser(model, grid), noise)
+    # While searching, paths longer than this only tell us that tau is too small: cap the
+    # loop there.  A fixed tau runs every path to the end.
+    max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
+    den, noise, max_steps = _checked(model, grid, noise, RULES[rule][1] if tau is None else tau, max_steps)
     B = noise.shape[0]
     min_samples = max(1, math.ceil(B / 20)) if min_samples is None else int(min_samples)
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
-    # While searching, paths longer than this only tell us that tau is too small: cap the
-    # loop there.  A fixed tau runs every path to the end.
-    max_steps = grid.K if tau is not None else min(grid.K, 2 * nfe + 2)
-
-    runs: list[dict] = []
-    report, close = progress_reporter(
-        progress,
-        total=1 if tau is not None else max_iters + 1,
-        desc=f"calibrating RBE, nfe={nfe}",
-        postfix=lambda r: dict(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"]),
-    )
-
-    def run(t: float, x: jax.Array) -> dict:
-        res = paths_fn(model, grid, x, t, max_steps=max_steps, chunk_size=chunk_size)
-        _check_finite(res, grid, t)
-        res = res._replace(**{f: _host(getattr(res, f)) for f in ("paths", "nfe", "finished")})
-        steps = np.where(res.finished, res.nfe, max_steps + 1)
-        r = dict(
-            tau=float(t),
-            samples=int(x.shape[0]),
-            mean_nfe=float(steps.mean()),
-            exact=int(np.sum(steps == nfe)),
-            iterations=int(res.iterations),
-            sample_evals=int(_host(res.evals).sum()),
-        )
-        runs.append(r)
-        report(dict(r))
-        return dict(r, res=res)
-
+    report, close = progress_reporter(progress, total=1 if tau is not None else max_iters + 1, desc=f"calibrating RBE, nfe={nfe}",
+                                      postfix=lambda r: dict(tau=f"{r['tau']:.3g}", mean_nfe=f"{r['mean_nfe']:.2f}", exact=r["exact"]))
+    runs = _Runs(rule, den, grid, nfe, max_steps, chunk_size, report)
     try:
         if tau is None:
             sub = noise[: min(B, int(search_samples))]
-            tau = _search_tau(lambda t: run(t, sub), nfe, float(tau_init), max_iters, target=math.ceil(sub.shape[0] / 2))
-        best = run(float(tau), noise)
+            tau_init = RULES[rule][1] if tau_init is None else float(tau_init)
+            tau = _search_tau(lambda t: runs(t, sub), nfe, tau_init, max_iters, target=math.ceil(sub.shape[0] / 2))
+        best = runs(float(tau), noise)
     finally:
         close()
-    res: AdaptivePaths = best["res"]
-    paths = res.paths
-    if best["exact"] >= min_samples:
-        idx = schedule_from_paths(paths, nfe)
-        aggregation, used = "exact", best["exact"]
-    else:
-        if not np.any(res.finished):
-            raise ValueError(
-                f"calibration failed: no sample reached clean data within {max_steps} steps at tau={best['tau']:.4g}"
-            )
-        idx = resampled_schedule_from_paths(paths, nfe, grid.K)
-        aggregation, used = "resampled", int(np.sum(res.finished))
-    lengths = path_lengths(paths)
-    hist = {str(int(m)): int(c) for m, c in zip(*np.unique(lengths[lengths > 0], return_counts=True))}
-    info = dict(
-        rule=rule,
-        samples_used=used,
-        batch=B,
-        aggregation=aggregation,
-        nfe_histogram=hist,
-        search_runs=len(runs) - 1,
-        calibration_evals=int(sum(r["iterations"] for r in runs)),
-        calibration_sample_evals=int(sum(r["sample_evals"] for r in runs)),
-    )
+    idx, aggregation, used = _aggregate(best, nfe, min_samples, grid.K, max_steps)
+    info = dict(rule=rule, samples_used=used, batch=B, aggregation=aggregation, **_run_stats(best["res"].paths, runs.stats))
     return Schedule.from_indices(grid, idx, method="rbe", tau=best["tau"], info=info)
+
+
+def _run_stats(paths: np.ndarray, stats: list[dict]) -> dict:
+    """The final run's histogram of path lengths and the cost of every run."""
+    lengths = path_lengths(paths)
+    return dict(
+        nfe_histogram={str(int(m)): int(c) for m, c in zip(*np.unique(lengths[lengths > 0], return_counts=True))},
+        search_runs=len(stats) - 1,
+        calibration_evals=int(sum(r["iterations"] for r in stats)),
+        calibration_sample_evals=int(sum(r["sample_evals"] for r in stats)),
+    )
 
 
 def _search_tau(run: Callable[[float], dict], nfe: int, tau0: float, max_iters: int, target: int) -> float:

@@ -9,3 +9,23 @@
 
 Built on :mod:`rbe_jax.core`.
 """
+
+from .learn import LearnOptions, learn_schedule
+from .local_error import local_error_schedule
+from .optimize import optimize_schedule, reference_solution, schedule_error
+from .teacher import ErrorStats, Teacher, make_teacher, pick_guarded, schedule_stats, split
+
+__all__ = [
+    "LearnOptions",
+    "learn_schedule",
+    "local_error_schedule",
+    "optimize_schedule",
+    "reference_solution",
+    "schedule_error",
+    "ErrorStats",
+    "Teacher",
+    "make_teacher",
+    "pick_guarded",
+    "schedule_stats",
+    "split",
+]

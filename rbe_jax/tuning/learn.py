@@ -15,6 +15,24 @@ point stays at the process's noisiest trained point ``lam_min`` and the others a
 - ``lam_max - reverse_cumsum(softplus(theta))`` from pure noise (``lam_min = -inf``),
 
 so they stay strictly ordered and inside the trained range under any gradient step.
+
+:func:`learn_schedule` in six steps, one function each:
+
+1. :func:`_prepare` — the public edge: the model in the internal form, the checks, and the
+   teacher (a :class:`Teacher` passed as ``calib`` is reused, so one solve serves every
+   solver and NFE);
+2. :func:`rbe_jax.tuning.teacher.split` — the last ``validation`` part is held out;
+3. :func:`rbe_jax.tuning.teacher.score_candidates` — every standard spacing of the process
+   and the given ``candidates``, sampled once; the start is the best on the fitted part;
+4. :func:`_optimise` — Adam (linear warm-up, cosine decay; :func:`_make_update`) on
+   minibatches of the fitted part, with LD3's start offsets inside a ball when ``ball > 0``;
+5. every ``eval_every`` steps :func:`_judge` scores the iterate on the held-out part; the
+   best admissible iterate is kept, and learning stops after ``patience`` judgements
+   without improvement;
+6. :func:`_learned` — the guard (:func:`rbe_jax.tuning.teacher.pick_guarded`): an iterate is
+   admissible only when it is surely no worse on the held-out part than the best candidate
+   (by RMSE on all the calibration samples) in RMSE and in median; without one, that
+   candidate's points are returned (``info["selected"]``).
 """
 
 from __future__ import annotations
@@ -30,12 +48,13 @@ import numpy as np
 from ..core._batch import compute_dtype
 from ..core._progress import progress_reporter
 from ..core.noise import NoiseSchedule
-from ..core.sampler import _scan, _scan_jit, prepare_denoiser
+from ..core.sampler import _scan, prepare_denoiser
 from ..core.schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
-from ..core.solvers import Solver, dpmpp2m_coefficients, get_solver
-from .teacher import ErrorStats, Teacher, balanced, best_by_rmse, best_of, error_stats, make_teacher, per_sample_rms, pick_guarded, split
+from ..core.solvers import DEFAULT_SOLVER, Solver, dpmpp2m_coefficients, get_solver
+from .local_error import accurate_steps
+from .teacher import Candidates, ErrorStats, Teacher, balanced, best_of, error_stats, per_sample_rms, pick_guarded, sample_stats, score_candidates, solve_teacher, split
 
-__all__ = ["learn_schedule", "schedule_stats", "LOSSES"]
+__all__ = ["learn_schedule", "LearnOptions", "LOSSES"]
 
 LOSSES = ("balanced", "mse", "rms")
 _MIN_GAP = 1e-4  # smallest share of the range between two points when a start is turned into parameters
@@ -94,13 +113,204 @@ def _criterion(loss: str, ref: ErrorStats) -> Callable[[ErrorStats], float]:
     return balanced(ref)
 
 
-def schedule_stats(model, schedule: Schedule, solver, teacher: Teacher) -> ErrorStats:
-    """The :class:`rbe_jax.tuning.teacher.ErrorStats` of sampling ``teacher.noise`` on ``schedule``
-    with ``solver``, against the teacher's endpoints."""
-    solver = get_solver(solver)
-    den, noise = prepare_denoiser(model, teacher.noise, schedule.noise_schedule, schedule.lam[0])
-    pts = schedule_points(schedule, compute_dtype(noise.dtype))
-    return error_stats(per_sample_rms(_scan_jit(den, noise, pts, solver).x, teacher.x))
+def _loss_value(loss: str, ref: ErrorStats, d: jax.Array) -> jax.Array:
+    """The training loss of the ``(b, D)`` differences ``d`` from the teacher: what
+    :func:`_criterion` ranks, written on traced arrays (``"balanced"`` relative to ``ref``)."""
+    mse = jnp.mean(d * d, axis=1)
+    e = jnp.sqrt(mse + 1e-12)
+    if loss == "mse":
+        return jnp.mean(mse)
+    if loss == "rms":
+        return jnp.mean(e)
+    return 0.5 * (jnp.mean(mse) / ref.rmse**2 + jnp.mean(e) / ref.score)
+
+
+class LearnOptions(NamedTuple):
+    """The optimisation settings of :func:`learn_schedule` (see its arguments)."""
+
+    solver: Solver
+    steps: int = 100
+    learning_rate: float = 0.02
+    warmup: int = 10
+    batch_size: int = 32
+    ball: float = 0.0
+    loss: str = "balanced"
+    eval_every: int = 10
+    patience: int = 8
+    seed: int = 0
+    coefficients: bool = False
+    guard: bool = True
+
+    def check(self) -> "LearnOptions":
+        """Raises ``ValueError`` naming the first bad option."""
+        if self.coefficients and self.solver.name != "dpmpp2m":
+            raise ValueError(f"coefficients=True learns DPM-Solver++(2M)'s coefficients: pass solver='dpmpp2m', not {self.solver.name!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        for name, lowest in (("steps", 0), ("warmup", 0), ("batch_size", 1), ("eval_every", 1), ("patience", 1)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lowest):
+                raise ValueError(f"{name} must be an integer >= {lowest}, got {v!r}")
+        for name, v, ok in (("learning_rate", self.learning_rate, self.learning_rate > 0), ("ball", self.ball, self.ball >= 0)):
+            if not (math.isfinite(v) and ok):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'learning_rate' else '>= 0'}, got {v}")
+        return self
+
+
+def _prepare(model, noise_schedule: NoiseSchedule, calib, nfe: int, candidates: Sequence[Schedule], teacher_steps):
+    """The public edge: ``(denoiser, teacher)`` after every check of the model, the noise and
+    the candidates (the teacher is solved here unless ``calib`` is one)."""
+    if not isinstance(noise_schedule, NoiseSchedule):
+        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
+    teacher = calib if isinstance(calib, Teacher) else None
+    den, noise = prepare_denoiser(model, calib.noise if teacher is not None else calib, noise_schedule, noise_schedule.lam_range[0])
+    if getattr(den, "quantize", False):
+        raise ValueError("this model quantizes its time input (as_model(..., quantize=True)): a learned schedule needs one that accepts fractional times")
+    for s in candidates:
+        if not isinstance(s, Schedule) or s.nfe != nfe:
+            raise ValueError(f"candidates must be Schedules of {nfe} steps, got {s!r}")
+        if s.noise_schedule.process != noise_schedule.process:
+            raise ValueError(f"candidate ({s.method}) belongs to noise process {s.noise_schedule.describe()}, not {noise_schedule.describe()}")
+    if teacher is None:
+        teacher = solve_teacher(den, noise_schedule, noise, accurate_steps(noise_schedule, teacher_steps, "teacher_steps"))
+    return den, teacher
+
+
+def _candidate_schedules(noise_schedule: NoiseSchedule, nfe: int, extra: Sequence[Schedule]) -> dict[str, Schedule]:
+    """Every standard spacing that applies to the process, then ``extra`` under its method."""
+    cands = {k: baseline_schedule(noise_schedule, nfe, k) for k in valid_baselines(noise_schedule)}
+    for s in extra:
+        cands[s.method if s.method not in cands else f"{s.method}#{len(cands)}"] = s
+    return cands
+
+
+class _Params(NamedTuple):
+    """What Adam moves: the point parameters, the start offsets (soft teacher forcing) and
+    the 2M coefficients ``(c, e)`` (``()`` when not learned)."""
+
+    theta: jax.Array
+    offset: jax.Array
+    coefficients: tuple
+
+
+def _make_update(den, noise_schedule: NoiseSchedule, r: _Range, opts: LearnOptions, ref_fit: ErrorStats, radius: float, cdt):
+    """One jitted Adam step on a minibatch ``rows``: ``update(params, opt_state, noise,
+    target, rows) -> (params, opt_state, loss)``, and the optimiser."""
+    import optax  # only here: importing rbe_jax stays light
+
+    lr = optax.warmup_cosine_decay_schedule(0.0, opts.learning_rate, max(opts.warmup, 1), max(opts.steps, opts.warmup + 1), opts.learning_rate * 0.01)
+    opt = optax.adam(lr)
+
+    def objective(p: _Params, noise, target, rows):
+        pts = schedule_points(Schedule.from_lambdas(noise_schedule, _lam_of(p.theta, r)), cdt)
+        x0 = noise[rows] + p.offset[rows] if radius > 0 else noise[rows]
+        solver = dpmpp2m_coefficients(*p.coefficients) if p.coefficients else opts.solver
+        x = _scan(den, x0.astype(noise.dtype), pts, solver, remat=True).x
+        return _loss_value(opts.loss, ref_fit, (x.astype(cdt) - target[rows].astype(cdt)).reshape(rows.shape[0], -1))
+
+    @jax.jit
+    def update(p: _Params, opt_state, noise, target, rows):
+        val, g = jax.value_and_grad(objective)(p, noise, target, rows)
+        g = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isfinite(v), v, 0.0), g)
+        upd, opt_state = opt.update(g, opt_state, p)
+        p = _Params(*optax.apply_updates(p, upd))
+        if radius > 0:  # project each start offset back into its ball
+            norm = jnp.sqrt(jnp.sum(p.offset.astype(cdt) ** 2, axis=tuple(range(1, p.offset.ndim)), keepdims=True))
+            p = p._replace(offset=(p.offset * jnp.minimum(1.0, radius / jnp.maximum(norm, 1e-12))).astype(p.offset.dtype))
+        return p, opt_state, val
+
+    return update, opt
+
+
+def _judge(den, noise_schedule: NoiseSchedule, r: _Range, solver: Solver, held: Teacher, p: _Params) -> tuple[Schedule, ErrorStats]:
+    """The schedule of the parameters ``p`` and its statistics on the held-out part."""
+    lam = _lam_of(np.asarray(p.theta, np.float64), r, np)
+    if not p.coefficients:
+        s = Schedule.from_lambdas(noise_schedule, lam, method="learned")
+        return s, sample_stats(den, s, solver, held)
+    c, e = (np.asarray(v, np.float64) for v in p.coefficients)
+    s = Schedule.from_lambdas(noise_schedule, lam, method="learned", info=dict(coefficients=dict(base="dpmpp2m", c=c.tolist(), e=e.tolist())))
+    x = _sample_with_coefficients(den, held.noise, schedule_points(s, compute_dtype(held.noise.dtype)), *p.coefficients)
+    return s, error_stats(per_sample_rms(x, held.x))
+
+
+class _Run(NamedTuple):
+    """What the optimisation loop found: the best admissible iterate (``None``: none)."""
+
+    schedule: Schedule | None
+    stats: ErrorStats | None
+    best_step: int
+    steps_taken: int
+    history: list
+    model_evals: int
+
+
+def _optimise(den, noise_schedule: NoiseSchedule, nfe: int, fit: Teacher, held: Teacher, cands: Candidates, start: str, opts: LearnOptions, progress, t0: float) -> _Run:
+    """Adam from the candidate ``start`` on minibatches of ``fit``, judged on ``held`` every
+    ``eval_every`` steps, stopped after ``patience`` judgements without improvement."""
+    r = _Range(*noise_schedule.lam_range)
+    cdt = compute_dtype(fit.noise.dtype)
+    n_fit = int(fit.noise.shape[0])
+    bs = min(opts.batch_size, n_fit)
+    radius = opts.ball * math.sqrt(int(np.prod(fit.noise.shape[1:])))
+    crit = _criterion(opts.loss, best_of(cands.on_held))
+    update, opt = _make_update(den, noise_schedule, r, opts, best_of(cands.on_fit), radius, cdt)
+    co = (jnp.zeros((nfe,), cdt), jnp.zeros((nfe,), cdt)) if opts.coefficients else ()  # 2M's own at zero
+    params = _Params(jnp.asarray(_theta_of(np.asarray(cands.schedules[start].lam, np.float64), r), cdt), jnp.zeros(fit.noise.shape, fit.noise.dtype), co)
+    opt_state = opt.init(params)
+    steps = 0 if nfe == 1 else opts.steps  # nfe 1: no point to move
+    top, bad, evals, losses = crit(cands.on_held[start]), 0, 0, []
+    best_s, best, best_step, history, step = None, None, 0, [], 0
+    rng = np.random.default_rng(opts.seed)
+    report, close = progress_reporter(
+        progress, total=max(1, steps // opts.eval_every), desc=f"learning a {opts.solver.name} schedule, nfe={nfe}",
+        postfix=lambda q: dict(loss=f"{q['loss']:.4g}", held_out=f"{q['held_out']:.4g}"),
+    )
+    try:
+        for step in range(1, steps + 1):
+            rows = np.arange(n_fit) if bs == n_fit else np.sort(rng.choice(n_fit, bs, replace=False))
+            params, opt_state, val = update(params, opt_state, fit.noise, fit.x, jnp.asarray(rows))
+            evals += nfe * bs
+            losses.append(val)
+            if step % opts.eval_every and step != steps:
+                continue
+            s, st = _judge(den, noise_schedule, r, opts.solver, held, params)
+            evals += nfe * int(held.noise.shape[0])
+            fit_loss, losses, c = float(np.mean(jax.device_get(losses))), [], crit(st)
+            history.append([step, round(fit_loss, 7), round(c, 7)])
+            admissible = not opts.guard or pick_guarded(st, cands.on_held, cands.on_all)[0] is None
+            if admissible and (best is None or c < crit(best)):
+                best_s, best, best_step = s, st, step
+            top, bad = (c, 0) if c < top else (top, bad + 1)
+            report(dict(step=step, loss=fit_loss, held_out=c, evals=evals, seconds=round(time.perf_counter() - t0, 1)))
+            if bad >= opts.patience:
+                break
+    finally:
+        close()
+    return _Run(best_s, best, best_step, step, history, evals)
+
+
+def _learned(noise_schedule: NoiseSchedule, cands: Candidates, start: str, run: _Run, teacher: Teacher, opts: LearnOptions, n_fit: int, evals: int, t0: float) -> Schedule:
+    """The result of :func:`learn_schedule`: the best admissible iterate, or the guard's
+    reference when there is none, with everything learned and measured in ``info``."""
+    if run.schedule is None:
+        selected, best_s, best = cands.reference, cands.schedules[cands.reference], cands.on_held[cands.reference]
+        why = f"no iterate was no worse than the best fixed candidate on the held-out samples in RMSE and median: {selected} kept"
+    else:
+        selected, best_s, best = "learned", run.schedule, run.stats
+        why = "no worse than the best fixed candidate on the held-out samples" if opts.guard else "guard off"
+    info = dict(
+        solver=opts.solver.name, selected=selected, guard=why, guard_reference=cands.reference, start=start,
+        held_out=best.as_dict(), candidates={k: v.as_dict() for k, v in cands.on_held.items()},
+        fit_samples=n_fit, held_out_samples=int(teacher.noise.shape[0]) - n_fit,
+        steps_taken=run.steps_taken, best_step=run.best_step, loss=opts.loss, ball=opts.ball, learning_rate=opts.learning_rate,
+        batch_size=min(opts.batch_size, n_fit), history=run.history,
+        teacher_steps=teacher.steps, teacher_evals=teacher.model_evals, teacher_seconds=teacher.seconds,
+        model_evals=int(evals + run.model_evals), seconds=round(time.perf_counter() - t0, 2),
+    )
+    if selected == "learned" and opts.coefficients:
+        info["coefficients"] = best_s.info["coefficients"]
+    return Schedule.from_lambdas(noise_schedule, np.asarray(best_s.lam, np.float64), method="learned", info=info)
 
 
 def learn_schedule(
@@ -108,7 +318,7 @@ def learn_schedule(
     noise_schedule: NoiseSchedule,
     calib: jax.Array | Teacher,
     nfe: int,
-    solver: str | Solver = "unipc",
+    solver: str | Solver = DEFAULT_SOLVER,
     *,
     teacher_steps: int | None = None,
     validation: float | int = 0.25,
@@ -127,244 +337,52 @@ def learn_schedule(
     progress: bool | Callable[[dict], None] = False,
 ) -> Schedule:
     """A continuous-time schedule of ``nfe`` steps learned for ``model`` and ``solver`` by
-    gradient descent on the sampler's global error.
-
-    1. The teacher: accurate endpoints of the calibration noise (``calib`` itself when it is a
-       :class:`rbe_jax.tuning.teacher.Teacher`, so one solve serves every solver and NFE; else
-       :func:`rbe_jax.tuning.teacher.make_teacher` with ``teacher_steps``).
-    2. :func:`rbe_jax.tuning.teacher.split`: the last ``validation`` part of the samples is held out;
-       the rest is fitted.
-    3. Start: the candidate with the lowest score on the fitted part, among every standard
-       spacing that applies to the process (:func:`rbe_jax.baseline_schedule`) and the given
-       ``candidates`` (an :func:`rbe_jax.optimize_schedule` result, an RBE schedule).
-    4. Adam (linear warm-up over ``warmup`` steps, cosine decay) on the parameters of the
-       points (see the module docstring) and, with ``ball > 0``, on each fitted sample's start
-       offset, kept inside a ball of radius ``ball * sqrt(D)`` around its noise (LD3's soft
-       teacher forcing); minibatches of ``batch_size`` fitted samples.
-    5. Every ``eval_every`` steps the schedule is scored on the held-out part; the best iterate
-       is kept, and learning stops after ``patience`` evaluations without improvement.
-    6. The guard (:func:`rbe_jax.tuning.teacher.pick_guarded`): the best iterate is returned only when
-       it is no worse on the held-out part than the best candidate in RMSE and in median
-       per-sample error (the best by RMSE on all the calibration samples: a steadier ranking
-       than on the held-out part alone); otherwise that candidate's points are returned (``info["selected"]``
-       says which).
+    gradient descent on the sampler's global error (the steps are in the module docstring).
 
     Args:
-      model: the model (see :func:`rbe_jax.rbe_sample`): any family and prediction through
-        :func:`rbe_jax.as_model`, guided models included.  It must accept fractional times
-        (a ``quantize=True`` model cannot be differentiated in time).
+      model: any family and prediction (see :func:`rbe_jax.rbe_sample`); it must accept
+        fractional times (not ``as_model(..., quantize=True)``).
       noise_schedule: the model's noise schedule.
-      calib: ``(B, ...)`` standard-normal calibration noise, or a :class:`Teacher` of it.  It
-        may be sharded over a mesh.  About a hundred samples suffice (LD3 uses 100); the
-        held-out part should have tens.
-      nfe: steps of the schedule (``>= 1``).
-      solver: the solver the schedule is learned for (a name or :class:`Solver`).
+      calib: ``(B, ...)`` standard-normal calibration noise (about a hundred samples; it may
+        be sharded), or a :class:`Teacher` of it (one solve serves every solver and NFE).
+      nfe: steps (``>= 1``); solver: the solver learned for (a name or :class:`Solver`).
       teacher_steps: steps of the teacher's solve (default ``min(K, 500)``).
       validation: the held-out part: a fraction in (0, 1) or a count of samples.
       candidates: further schedules of ``nfe`` steps to start from and to guard against.
-      steps: the most optimisation steps.
-      learning_rate: Adam's peak learning rate (for the point parameters and the offsets).
-      warmup: linear warm-up steps.
-      batch_size: fitted samples per step (all of them when fewer).
-      ball: the soft teacher forcing radius, relative to ``sqrt(D)`` (``0``: the student
-        starts from the teacher's noise exactly).
-      loss: ``"rms"`` (the mean per-sample RMS error: every sample weighs alike, so the
-        typical sample is not traded for the few far-off ones) or ``"mse"`` (the mean squared
-        error).
-      eval_every: optimisation steps between held-out evaluations.
-      patience: held-out evaluations without improvement before stopping.
+      steps, learning_rate, warmup, batch_size: Adam's most steps, peak rate, linear
+        warm-up (then cosine decay) and minibatch of fitted samples.
+      ball: LD3's soft teacher forcing radius relative to ``sqrt(D)`` (``0``: off).
+      loss: ``"balanced"`` (half the MSE, half the mean per-sample error, each relative to
+        the best candidate's), ``"mse"`` or ``"rms"`` (the mean per-sample error).
+      eval_every, patience: steps between held-out judgements; judgements without
+        improvement before stopping.
       seed: the minibatch order.
-      coefficients: also learn per-step coefficients on DPM-Solver++(2M)'s history
-        (:func:`rbe_jax.dpmpp2m_coefficients`, started at 2M's own), jointly with the times;
-        needs ``solver="dpmpp2m"``.  They are stored in ``info["coefficients"]`` (when the
-        learned times are selected); sample with :func:`rbe_jax.learned_solver` of the
-        schedule.
-      guard: apply step 6 (``False`` returns the best iterate whatever it scores: for studies).
-      progress: ``True`` for a tqdm bar over the held-out evaluations, or a callable receiving
-        ``{"step", "loss", "held_out", "evals", "seconds"}`` after each.
+      coefficients: also learn DPM-Solver++(2M)'s per-step history coefficients
+        (:func:`rbe_jax.dpmpp2m_coefficients`; needs ``solver="dpmpp2m"``); sample with
+        :func:`rbe_jax.learned_solver` of the result.
+      guard: return an iterate only where it is surely no worse on the held-out part than
+        the best fixed candidate (``False``: the best iterate whatever it scores).
+      progress: ``True`` for a tqdm bar, or a callable receiving ``{"step", "loss",
+        "held_out", "evals", "seconds"}`` after each judgement.
     Returns:
-      A :class:`Schedule` with ``method="learned"`` and in ``info``: ``solver``, ``selected``
-      (``"learned"`` or the candidate kept by the guard), ``guard`` (why),
-      ``guard_reference`` (the candidate it compared with), ``start``,
-      ``held_out`` (the selected schedule's :class:`ErrorStats` on the held-out part, as a
-      dict), ``candidates`` (each candidate's held-out stats), ``fit``/``held_out_samples``,
-      ``steps_taken``, ``best_step``, ``loss``, ``ball``, ``learning_rate``, ``history``
-      (``[step, fit loss, held-out score]`` at each evaluation), ``teacher_steps``,
-      ``teacher_evals`` and ``teacher_seconds`` (the teacher's cost, whoever made it),
-      ``model_evals`` (model evaluations summed over samples: candidate scoring, the
-      learning's forward passes and held-out checks; each backward pass costs about two
-      more) and ``seconds`` (this call, the teacher's solve included when it made it).
+      A :class:`Schedule` with ``method="learned"``; its ``info`` holds ``solver``,
+      ``selected`` (``"learned"`` or the candidate the guard kept), ``guard``,
+      ``guard_reference``, ``start``, ``held_out`` and ``candidates`` (held-out statistics),
+      ``history`` (``[step, fit loss, held-out score]``), ``coefficients`` (when learned),
+      the settings, and the cost: ``teacher_evals``, ``teacher_seconds``, ``model_evals``,
+      ``seconds``.
     Raises:
-      ValueError: bad options, a model that quantizes its time, candidates of another NFE or
-        process, noise that does not match a given teacher.
+      TypeError, ValueError: bad options, a model that quantizes its time, candidates of
+        another NFE or process, noise that does not match a given teacher.
     """
-    import optax  # only here: importing rbe_jax stays light
-
     t0 = time.perf_counter()
-    if not isinstance(noise_schedule, NoiseSchedule):
-        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
     nfe = check_nfe(nfe)
-    solver = get_solver(solver)
-    if coefficients and solver.name != "dpmpp2m":
-        raise ValueError(f"coefficients=True learns DPM-Solver++(2M)'s coefficients: pass solver='dpmpp2m', not {solver.name!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
-    for name, v, ok in (
-        ("steps", steps, steps >= 0),
-        ("warmup", warmup, warmup >= 0),
-        ("batch_size", batch_size, batch_size >= 1),
-        ("eval_every", eval_every, eval_every >= 1),
-        ("patience", patience, patience >= 1),
-    ):
-        if not (isinstance(v, (int, np.integer)) and ok):
-            raise ValueError(f"{name} must be an integer in range, got {v!r}")
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
-    if not (math.isfinite(ball) and ball >= 0):
-        raise ValueError(f"ball must be a finite number >= 0, got {ball}")
-    r = _Range(*noise_schedule.lam_range)
-    teacher = calib if isinstance(calib, Teacher) else None
-    noise = teacher.noise if teacher is not None else calib
-    den, noise = prepare_denoiser(model, noise, noise_schedule, r.lo)
-    if getattr(den, "quantize", False):
-        raise ValueError("this model quantizes its time input (as_model(..., quantize=True)): a learned schedule needs one that accepts fractional times")
-    for s in candidates:
-        if not isinstance(s, Schedule) or s.nfe != nfe:
-            raise ValueError(f"candidates must be Schedules of {nfe} steps, got {s!r}")
-        if s.noise_schedule.process != noise_schedule.process:
-            raise ValueError(f"candidate ({s.method}) belongs to noise process {s.noise_schedule.describe()}, not {noise_schedule.describe()}")
-    if teacher is None:
-        teacher = make_teacher(den, noise_schedule, noise, teacher_steps)
-    fit_rows, held_rows = split(noise.shape[0], validation)
-    fit, held = teacher.take(fit_rows), teacher.take(held_rows)
-    evals = 0
-
-    # -- candidates: the start (best on the fitted part) and the guard (best on the held-out part)
-    cands = {k: baseline_schedule(noise_schedule, nfe, k) for k in valid_baselines(noise_schedule)}
-    for s in candidates:
-        cands[s.method if s.method not in cands else f"{s.method}#{len(cands)}"] = s
-    on_all = {k: schedule_stats(den, s, solver, teacher) for k, s in cands.items()}  # ranks the candidates for the guard
-    on_fit = {k: v.take(fit_rows) for k, v in on_all.items()}
-    on_held = {k: v.take(held_rows) for k, v in on_all.items()}
-    reference = best_by_rmse(on_all)
-    evals += len(cands) * nfe * int(noise.shape[0])
-    ref_fit, ref_held = best_of(on_fit), best_of(on_held)
-    crit_fit, crit_held = _criterion(loss, ref_fit), _criterion(loss, ref_held)
-    start = min(on_fit, key=lambda k: crit_fit(on_fit[k]))
-
-    cdt = compute_dtype(noise.dtype)
-    theta0 = _theta_of(np.asarray(cands[start].lam, np.float64), r)
-    n_fit = int(fit.noise.shape[0])
-    bs = min(batch_size, n_fit)
-    D = int(np.prod(noise.shape[1:]))
-    radius = ball * math.sqrt(D)
-    coeffs = (jnp.zeros((nfe,), cdt), jnp.zeros((nfe,), cdt)) if coefficients else ()  # 2M's own at zero
-    params = (jnp.asarray(theta0, cdt), jnp.zeros(fit.noise.shape, fit.noise.dtype), coeffs)
-    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup, 1), max(steps, warmup + 1), learning_rate * 0.01)
-    opt = optax.adam(sched)
-    opt_state = opt.init(params)
-
-    def objective(p, den, noise, target, rows):
-        theta, offset, co = p
-        lam = _lam_of(theta, r)
-        pts = schedule_points(Schedule.from_lambdas(noise_schedule, lam), cdt)
-        x0 = noise[rows] + offset[rows] if radius > 0 else noise[rows]
-        x = _scan(den, x0.astype(noise.dtype), pts, dpmpp2m_coefficients(*co) if co else solver, remat=True).x
-        d = (x.astype(cdt) - target[rows].astype(cdt)).reshape(rows.shape[0], -1)
-        mse = jnp.mean(d * d, axis=1)
-        e = jnp.sqrt(mse + 1e-12)
-        if loss == "mse":
-            return jnp.mean(mse)
-        if loss == "rms":
-            return jnp.mean(e)
-        return 0.5 * (jnp.mean(mse) / ref_fit.rmse**2 + jnp.mean(e) / ref_fit.score)
-
-    @jax.jit
-    def update(p, opt_state, den, noise, target, rows):
-        val, g = jax.value_and_grad(objective)(p, den, noise, target, rows)
-        g = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isfinite(v), v, 0.0), g)
-        upd, opt_state = opt.update(g, opt_state, p)
-        theta, offset, co = optax.apply_updates(p, upd)
-        if radius > 0:  # project each start offset back into its ball
-            norm = jnp.sqrt(jnp.sum(offset.astype(cdt) ** 2, axis=tuple(range(1, offset.ndim)), keepdims=True))
-            offset = (offset * jnp.minimum(1.0, radius / jnp.maximum(norm, 1e-12))).astype(offset.dtype)
-        return (theta, offset, co), opt_state, val
-
-    def held_out(p) -> tuple[Schedule, ErrorStats]:
-        theta, _, co = p
-        lam = _lam_of(np.asarray(theta, np.float64), r, np)
-        if not co:
-            s = Schedule.from_lambdas(noise_schedule, lam, method="learned")
-            return s, schedule_stats(den, s, solver, held)
-        c, e = (np.asarray(v, np.float64) for v in co)
-        s = Schedule.from_lambdas(noise_schedule, lam, method="learned", info=dict(coefficients=dict(base="dpmpp2m", c=c.tolist(), e=e.tolist())))
-        x = _sample_with_coefficients(den, held.noise, schedule_points(s, cdt), *co)
-        return s, error_stats(per_sample_rms(x, held.x))
-
-    if nfe == 1:  # no point to move
-        steps = 0
-    top = crit_held(on_held[start])  # the best held-out criterion so far (for patience)
-    best_s, best, best_step, history, bad, step = None, None, 0, [], 0, 0
-    rng = np.random.default_rng(seed)
-    report, close = progress_reporter(
-        progress,
-        total=max(1, steps // eval_every),
-        desc=f"learning a {solver.name} schedule, nfe={nfe}",
-        postfix=lambda q: dict(loss=f"{q['loss']:.4g}", held_out=f"{q['held_out']:.4g}"),
-    )
-    try:
-        losses = []
-        for step in range(1, steps + 1):
-            rows = np.arange(n_fit) if bs == n_fit else np.sort(rng.choice(n_fit, bs, replace=False))
-            params, opt_state, val = update(params, opt_state, den, fit.noise, fit.x, jnp.asarray(rows))
-            evals += nfe * bs
-            losses.append(val)
-            if step % eval_every and step != steps:
-                continue
-            s, st = held_out(params)
-            evals += nfe * int(held.noise.shape[0])
-            fit_loss = float(np.mean(jax.device_get(losses)))
-            losses = []
-            c = crit_held(st)
-            history.append([step, round(fit_loss, 7), round(c, 7)])
-            admissible = not guard or pick_guarded(st, on_held, on_all)[0] is None
-            if admissible and (best is None or c < crit_held(best)):
-                best_s, best, best_step = s, st, step
-            top, bad = (c, 0) if c < top else (top, bad + 1)
-            report(dict(step=step, loss=fit_loss, held_out=c, evals=evals, seconds=round(time.perf_counter() - t0, 1)))
-            if bad >= patience:
-                break
-    finally:
-        close()
-    if best is None:
-        fallback = reference
-        why = f"no iterate was no worse than the best fixed candidate on the held-out samples in RMSE and median: {fallback} kept"
-        best_s, best = cands[fallback], on_held[fallback]
-    else:
-        fallback, why = None, "no worse than the best fixed candidate on the held-out samples" if guard else "guard off"
-    info = dict(
-        solver=solver.name,
-        selected="learned" if fallback is None else fallback,
-        guard=why,
-        guard_reference=reference,
-        start=start,
-        held_out=best.as_dict(),
-        candidates={k: v.as_dict() for k, v in on_held.items()},
-        fit_samples=n_fit,
-        held_out_samples=int(held.noise.shape[0]),
-        steps_taken=step,
-        best_step=best_step,
-        loss=loss,
-        ball=ball,
-        learning_rate=learning_rate,
-        batch_size=bs,
-        history=history,
-        teacher_steps=teacher.steps,
-        teacher_evals=teacher.model_evals,
-        teacher_seconds=teacher.seconds,
-        model_evals=int(evals),
-        seconds=round(time.perf_counter() - t0, 2),
-    )
-    if fallback is None and coefficients:
-        info["coefficients"] = best_s.info["coefficients"]
-    return Schedule.from_lambdas(noise_schedule, np.asarray(best_s.lam, np.float64), method="learned", info=info)
+    opts = LearnOptions(get_solver(solver), steps, learning_rate, warmup, batch_size, ball, loss, eval_every, patience, seed, coefficients, guard).check()
+    den, teacher = _prepare(model, noise_schedule, calib, nfe, candidates, teacher_steps)
+    fit_rows, held_rows = split(teacher.noise.shape[0], validation)
+    cands = score_candidates(den, _candidate_schedules(noise_schedule, nfe, candidates), opts.solver, teacher, fit_rows, held_rows)
+    crit_fit = _criterion(loss, best_of(cands.on_fit))
+    start = min(cands.on_fit, key=lambda k: crit_fit(cands.on_fit[k]))
+    run = _optimise(den, noise_schedule, nfe, teacher.take(fit_rows), teacher.take(held_rows), cands, start, opts, progress, t0)
+    evals = len(cands.schedules) * nfe * int(teacher.noise.shape[0])
+    return _learned(noise_schedule, cands, start, run, teacher, opts, int(fit_rows.size), evals, t0)

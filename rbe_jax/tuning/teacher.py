@@ -7,6 +7,11 @@ the calibration noise out, and :func:`pick_guarded` returns a tuned schedule onl
 no worse than the best fixed candidate on that part both in RMSE and in the median
 per-sample error, so that the typical sample is never traded for the tail or the other way
 round.
+
+Functions that take ``den`` (:func:`sample_stats`, :func:`score_candidates`) are the private
+cores behind the tuners' public edges: they expect a model already in the internal form and
+placed next to the noise (:func:`rbe_jax.core.sampler.prepare_denoiser`), and validate
+nothing again.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core._batch import check_noise
-from .local_error import accurate_steps
+from ..core._batch import compute_dtype
 from ..core.noise import NoiseSchedule
-from ..core.schedule import grid_schedule
-from ..core.solvers import dpmpp2m
+from ..core.sampler import _scan_jit, prepare_denoiser
+from ..core.schedule import Schedule, grid_schedule, schedule_points
+from ..core.solvers import Solver, dpmpp2m, get_solver
+from .local_error import accurate_steps
 
-__all__ = ["Teacher", "ErrorStats", "make_teacher", "split", "per_sample_rms", "error_stats", "best_by_rmse", "best_of", "balanced", "pick_guarded"]
+__all__ = [
+    "Teacher", "ErrorStats", "Candidates", "make_teacher", "split", "per_sample_rms", "error_stats", "schedule_stats", "sample_stats", "solve_teacher",
+    "score_candidates", "best_by_rmse", "best_of", "balanced", "pick_guarded",
+]
 
 
 class Teacher(NamedTuple):
@@ -63,12 +72,16 @@ def make_teacher(model, noise_schedule: NoiseSchedule, noise: jax.Array, steps: 
       noise: ``(B, ...)`` standard-normal noise.
       steps: steps of the solve, ``1 <= steps <= K``.
     """
-    from ..core.sampler import rbe_sample  # the sampler imports nothing from here; kept local for the layering
-
-    t0 = time.perf_counter()
-    noise = check_noise(noise)
     steps = accurate_steps(noise_schedule, steps, "teacher_steps")
-    x = rbe_sample(model, noise, grid_schedule(noise_schedule, steps), dpmpp2m())
+    den, noise = prepare_denoiser(model, noise, noise_schedule, grid_schedule(noise_schedule, steps).lam[0])
+    return solve_teacher(den, noise_schedule, noise, steps)
+
+
+def solve_teacher(den, noise_schedule: NoiseSchedule, noise: jax.Array, steps: int) -> Teacher:
+    """:func:`make_teacher` for a prepared ``den`` and checked ``steps`` (no checks)."""
+    t0 = time.perf_counter()
+    pts = schedule_points(grid_schedule(noise_schedule, steps), compute_dtype(noise.dtype))
+    x = _scan_jit(den, noise, pts, dpmpp2m()).x
     x.block_until_ready()
     return Teacher(noise, x, steps, steps * int(noise.shape[0]), round(time.perf_counter() - t0, 3))
 
@@ -188,3 +201,46 @@ def pick_guarded(
     if not worse:
         return None, f"no worse than the best fixed candidate ({best}) on the held-out samples"
     return best, f"not surely better than {best} on the held-out samples in {', '.join(worse)}: {best} kept"
+
+
+def schedule_stats(model, schedule: Schedule, solver, teacher: Teacher) -> ErrorStats:
+    """The :class:`ErrorStats` of sampling ``teacher.noise`` on ``schedule`` with ``solver``,
+    against the teacher's endpoints."""
+    den, _ = prepare_denoiser(model, teacher.noise, schedule.noise_schedule, schedule.lam[0])
+    return sample_stats(den, schedule, get_solver(solver), teacher)
+
+
+def sample_stats(den, schedule: Schedule, solver: Solver, teacher: Teacher) -> ErrorStats:
+    """:func:`schedule_stats` for a prepared ``den`` and a :class:`Solver` (no checks)."""
+    pts = schedule_points(schedule, compute_dtype(teacher.noise.dtype))
+    return error_stats(per_sample_rms(_scan_jit(den, teacher.noise, pts, solver).x, teacher.x))
+
+
+class Candidates(NamedTuple):
+    """Fixed schedules scored once on all the calibration noise, and their parts.
+
+    Attributes:
+      schedules: name -> :class:`Schedule`.
+      on_all, on_fit, on_held: name -> :class:`ErrorStats` on all the samples, the fitted
+        part and the held-out part.
+      reference: the name of the best by RMSE on all the samples (the guard's reference).
+    """
+
+    schedules: dict
+    on_all: dict
+    on_fit: dict
+    on_held: dict
+    reference: str
+
+
+def score_candidates(den, schedules: dict[str, Schedule], solver: Solver, teacher: Teacher, fit_rows, held_rows) -> Candidates:
+    """Samples every schedule once on ``teacher.noise`` and splits its per-sample errors into
+    the fitted rows and the held-out rows."""
+    on_all = {k: sample_stats(den, s, solver, teacher) for k, s in schedules.items()}
+    return Candidates(
+        schedules=dict(schedules),
+        on_all=on_all,
+        on_fit={k: v.take(fit_rows) for k, v in on_all.items()},
+        on_held={k: v.take(held_rows) for k, v in on_all.items()},
+        reference=best_by_rmse(on_all),
+    )

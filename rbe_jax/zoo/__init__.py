@@ -9,3 +9,17 @@
 
 The weights and schedules live under ``pretrained/``.  Built on :mod:`rbe_jax.core`.
 """
+
+from .checkpoint import CheckpointError, load_denoiser, load_model, load_pretrained, model_info, save_model
+from .shipped import SHIPPED_KINDS, pretrained_schedule
+
+__all__ = [
+    "CheckpointError",
+    "load_denoiser",
+    "load_model",
+    "load_pretrained",
+    "model_info",
+    "save_model",
+    "SHIPPED_KINDS",
+    "pretrained_schedule",
+]

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from .checkpoint import ModelInfo, model_info
 from ..core.schedule import Schedule, ScheduleError
+from ..core.solvers import DEFAULT_SOLVER
 
 __all__ = ["SHIPPED_KINDS", "shipped_schedule_file", "load_model_schedule", "pretrained_schedule"]
 
 SHIPPED_KINDS = ("learned", "optimized", "rbe")  # the default's order of preference
 
 
-def shipped_schedule_file(model_dir, kind: str, nfe: int, solver: str = "unipc", guidance: float | None = None) -> Path:
+def shipped_schedule_file(model_dir, kind: str, nfe: int, solver: str = DEFAULT_SOLVER, guidance: float | None = None) -> Path:
     """The path a shipped schedule of ``kind`` would have (it may not exist)."""
     if kind not in SHIPPED_KINDS:
         raise ValueError(f"unknown shipped schedule kind {kind!r}; choose one of {SHIPPED_KINDS}")
@@ -54,25 +55,37 @@ def load_model_schedule(f, info: ModelInfo) -> Schedule:
     return sched
 
 
-def pretrained_schedule(name_or_path, nfe: int, solver: str = "unipc", *, guidance: float | None = None) -> Schedule:
-    """The default schedule shipped with a model for ``nfe`` steps and ``solver``: learned,
-    else optimized, else RBE (see the module docstring).
+def pretrained_schedule(name_or_path, nfe: int, solver: str = DEFAULT_SOLVER, guidance: float | None = 0.0, *, kind: str = "auto") -> Schedule:
+    """The schedule shipped with a model for ``nfe`` steps and ``solver``: the configuration
+    the CLI's ``--schedule auto`` samples with (it calls this function).
 
     Args:
       name_or_path: a shipped model's name (``"digits"``, ``"digits_cond"``, ``"digits_flow"``)
         or a model directory.
-      nfe: steps.
-      solver: the solver's name (``"unipc"``, ``"dpmpp2m"``, ...).
-      guidance: the classifier-free guidance weight the schedule is for (class-conditional
-        models), or ``None``.
+      nfe: steps; solver: the solver's name (:data:`rbe_jax.DEFAULT_SOLVER` by default).
+      guidance: the classifier-free guidance weight a class-conditional model is sampled
+        with (its schedules are shipped per weight, for any label); ``None`` for a
+        class-conditional model sampled without a label.  Must be ``0`` (or ``None``) for an
+        unconditional model.
+      kind: ``"auto"`` (the first of learned, optimized, RBE that is shipped: a tuned
+        schedule is shipped only where it beat the RBE one on held-out noise) or one of
+        :data:`SHIPPED_KINDS`.
     Raises:
-      FileNotFoundError: no shipped schedule for these settings (make one with
+      FileNotFoundError: no such schedule is shipped (make one with
         :func:`rbe_jax.learn_schedule` or ``rbe-jax calibrate``).
+      ValueError: an unknown kind, or guidance for an unconditional model.
     """
+    if kind != "auto" and kind not in SHIPPED_KINDS:
+        raise ValueError(f"unknown schedule kind {kind!r}; choose 'auto' or one of {SHIPPED_KINDS}")
     info = model_info(name_or_path)
-    for kind in SHIPPED_KINDS:
-        f = shipped_schedule_file(info.path, kind, nfe, solver, guidance)
+    if not int(getattr(info.config, "num_classes", 0)):
+        if guidance:
+            raise ValueError(f"guidance={guidance:g} needs a class-conditional model; {info.path} is unconditional")
+        guidance = None
+    for k in SHIPPED_KINDS if kind == "auto" else (kind,):
+        f = shipped_schedule_file(info.path, k, nfe, solver, guidance)
         if f.is_file():
             return load_model_schedule(f, info)
     w = "" if guidance is None else f", guidance {guidance:g}"
-    raise FileNotFoundError(f"no schedule shipped with {info.path} for nfe={nfe}, solver {solver}{w}: make one with rbe_jax.learn_schedule or `rbe-jax calibrate`")
+    what = "schedule" if kind == "auto" else f"{kind} schedule"
+    raise FileNotFoundError(f"no {what} shipped with {info.path} for nfe={nfe}, solver {solver}{w}: make one with rbe_jax.learn_schedule or `rbe-jax calibrate`")

@@ -14,6 +14,7 @@ an uninterrupted run would take.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -106,7 +107,7 @@ def init_state(model: nnx.Module, cfg: TrainConfig) -> tuple[nnx.GraphDef, Train
 
 
 def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array, labels: jax.Array | None = None, num_classes: int = 0) -> Callable[[TrainState], tuple[TrainState, jax.Array]]:
-    """The jit-compiled training step (the objective's MSE, see the module docstring).
+    """The training step (the objective's MSE, see the module docstring).
 
     Args:
       graphdef: the model's ``nnx.split`` graph definition.
@@ -115,48 +116,50 @@ def make_train_step(graphdef, cfg: TrainConfig, data: jax.Array, labels: jax.Arr
       labels: ``(N,)`` int labels, for a class-conditional model (``num_classes > 0``);
         a ``cfg.label_dropout`` share of them is replaced by the "no label" class.
     Returns:
-      ``step(state) -> (state, loss)``.
+      ``step(state) -> (state, loss)``: one module-level jitted function with the data as
+      arguments, so a resumed run (or a second model of the same structure and config)
+      reuses its compilation.
     """
-    conditional = num_classes > 0
-    if conditional and labels is None:
+    if num_classes > 0 and labels is None:
         raise ValueError("a class-conditional model needs labels")
-    opt = make_optimizer(cfg)
-    alpha_bar = None if cfg.objective == "flow" else jnp.asarray(cfg.noise_schedule().alpha_bar, jnp.float32)
-    base_key = jax.random.key(cfg.seed)
+    data = jnp.asarray(data)
+    labels = None if labels is None else jnp.asarray(labels)
+    return functools.partial(_train_step, data=data, labels=labels, graphdef=graphdef, cfg=cfg, num_classes=num_classes)
 
-    def loss_fn(params, x0, u, noise, y):
-        model = nnx.merge(graphdef, params)
-        if cfg.objective == "flow":  # u ~ U(0, 1): x_t = (1 - t) x0 + t eps, target eps - x0
-            t = u[:, None, None, None]
-            xt, target, t_in = (1.0 - t) * x0 + t * noise, noise - x0, cfg.flow_time_scale * u
-        else:  # u: integer timesteps of the table
-            a = alpha_bar[u][:, None, None, None]
-            xt, target, t_in = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise, noise, u
-        out = model(xt, t_in, y) if conditional else model(xt, t_in)
-        return jnp.mean(jnp.square(out - target))
 
-    @jax.jit
-    def step(state: TrainState):
-        k_idx, k_t, k_n, k_drop = jax.random.split(jax.random.fold_in(base_key, state.step), 4)
-        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, data.shape[0])
-        x0 = data[idx]
-        if cfg.objective == "flow":
-            t = jax.random.uniform(k_t, (cfg.batch_size,))
-        else:
-            t = jax.random.randint(k_t, (cfg.batch_size,), 0, cfg.num_train_timesteps)
-        noise = jax.random.normal(k_n, x0.shape, x0.dtype)
-        y = None
-        if conditional:
-            drop = jax.random.uniform(k_drop, (cfg.batch_size,)) < cfg.label_dropout
-            y = jnp.where(drop, num_classes, labels[idx])
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, t, noise, y)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        d = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))  # EMA warm-up
-        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, state.ema, params)
-        return TrainState(state.step + 1, params, ema, opt_state), loss
+def _loss(graphdef, cfg: TrainConfig, params, x0, u, noise, y) -> jax.Array:
+    """The objective's MSE for timesteps (or flow times) ``u`` and labels ``y`` (or None)."""
+    model = nnx.merge(graphdef, params)
+    if cfg.objective == "flow":  # u ~ U(0, 1): x_t = (1 - t) x0 + t eps, target eps - x0
+        t = u[:, None, None, None]
+        xt, target, t_in = (1.0 - t) * x0 + t * noise, noise - x0, cfg.flow_time_scale * u
+    else:  # u: integer timesteps of the table
+        a = jnp.asarray(cfg.noise_schedule().alpha_bar, jnp.float32)[u][:, None, None, None]
+        xt, target, t_in = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise, noise, u
+    out = model(xt, t_in) if y is None else model(xt, t_in, y)
+    return jnp.mean(jnp.square(out - target))
 
-    return step
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "num_classes"))
+def _train_step(state: TrainState, *, data, labels, graphdef, cfg: TrainConfig, num_classes: int) -> tuple[TrainState, jax.Array]:
+    k_idx, k_t, k_n, k_drop = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step), 4)
+    idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, data.shape[0])
+    x0 = data[idx]
+    if cfg.objective == "flow":
+        t = jax.random.uniform(k_t, (cfg.batch_size,))
+    else:
+        t = jax.random.randint(k_t, (cfg.batch_size,), 0, cfg.num_train_timesteps)
+    noise = jax.random.normal(k_n, x0.shape, x0.dtype)
+    y = None
+    if num_classes > 0:
+        drop = jax.random.uniform(k_drop, (cfg.batch_size,)) < cfg.label_dropout
+        y = jnp.where(drop, num_classes, labels[idx])
+    loss, grads = jax.value_and_grad(lambda p: _loss(graphdef, cfg, p, x0, t, noise, y))(state.params)
+    updates, opt_state = make_optimizer(cfg).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    d = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))  # EMA warm-up
+    ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, state.ema, params)
+    return TrainState(state.step + 1, params, ema, opt_state), loss
 
 
 def train(
@@ -166,7 +169,7 @@ def train(
     workdir,
     *,
     labels=None,
-    progress: bool = True,
+    progress: bool = False,
     stop_after: int | None = None,
 ) -> tuple[nnx.GraphDef, TrainState, list[float]]:
     """Trains ``model`` on ``data``, checkpointing to ``workdir`` and resuming from it.

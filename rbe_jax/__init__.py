@@ -17,7 +17,10 @@ Conventions, one each: every entry point validates its arguments once at its pub
 then calls private jitted cores; the default solver of every entry point is
 :data:`DEFAULT_SOLVER` (``"unipc"``; ``"ddim"`` is the faithful RBE sampler); progress bars are
 off by default in the library (``progress=True`` turns one on) and on in the CLI; errors are
-the exceptions below or ``ValueError`` / ``TypeError`` naming the bad argument.
+the exceptions below or ``ValueError`` / ``TypeError`` naming the bad argument.  Containers:
+traced states, loop carries and results are ``NamedTuple``s; pytrees with static fields
+(models, solvers, schedules) are ``flax.struct.PyTreeNode``s, which compare by value and so
+key the jit cache correctly; static configurations are frozen dataclasses.
 """
 
 from . import testing

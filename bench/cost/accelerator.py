@@ -74,7 +74,7 @@ def measure(name: str, cfg: UNetConfig, batch: int, nfes: list[int], calib_nfe: 
     )
     if calib_nfe:
         sched = R.baseline_schedule(grid, calib_nfe, "uniform")
-        t_sample = best_of(lambda: sample(model, x, sched))
+        t_sample = best_of(lambda: sample(model, x, sched, R.ddim()))
         t0 = time.perf_counter()
         R.calibrate(model, grid, x, calib_nfe)
         cold = time.perf_counter() - t0

@@ -44,10 +44,10 @@ def costs(name: str, model, grid, image_shape, batch: int, nfe: int) -> dict:
     noise = jax.random.normal(jax.random.key(0), (batch, *image_shape))
     sched = R.baseline_schedule(grid, nfe, "uniform")
     sample = jax.jit(R.rbe_sample)
-    jax.block_until_ready(sample(model, noise, sched))
-    t_jit = timed(lambda: jax.block_until_ready(sample(model, noise, sched)))
-    jax.block_until_ready(R.rbe_sample(model, noise, sched))  # first eager call compiles
-    t_eager = timed(lambda: jax.block_until_ready(R.rbe_sample(model, noise, sched)))
+    jax.block_until_ready(sample(model, noise, sched, R.ddim()))
+    t_jit = timed(lambda: jax.block_until_ready(sample(model, noise, sched, R.ddim())))
+    jax.block_until_ready(R.rbe_sample(model, noise, sched, R.ddim()))  # first eager call compiles
+    t_eager = timed(lambda: jax.block_until_ready(R.rbe_sample(model, noise, sched, R.ddim())))
     traces: list = []
     # the model stays a traced argument (params=); the function counts its traces
     counted = R.as_model(lambda m, x, t: (traces.append(1), m(x, t))[1], model)

@@ -158,7 +158,7 @@ def main():
     noise = jax.random.normal(jax.random.key(0), (args.n, *info.image_shape))
 
     t0 = time.perf_counter()
-    ref = np.asarray(sample(model, noise, R.baseline_schedule(ns, 1000, "uniform")))
+    ref = np.asarray(sample(model, noise, R.baseline_schedule(ns, 1000, "uniform"), R.ddim()))
     print(f"1000-step DDIM reference: {time.perf_counter() - t0:.0f}s")
 
     def score(x):
@@ -185,7 +185,7 @@ def main():
     xb = noise[:B] if args.n >= B else jax.random.normal(jax.random.key(0), (B, *info.image_shape))
     for nfe in (10, 20):
         sched = R.baseline_schedule(grid, nfe, "uniform")
-        t_scan = best_time(lambda: sample(model, xb, sched))
+        t_scan = best_time(lambda: sample(model, xb, sched, R.ddim()))
         run = python_loop(model, sched)
         t_loop = best_time(lambda: run(xb))
         t_dfori = best_time(diffusers_fori(model, xb, nfe))
@@ -204,7 +204,7 @@ def main():
     t0 = time.perf_counter()
     s10 = R.calibrate(model, grid, calib_noise, 10)
     t_cal = time.perf_counter() - t0
-    t_one = best_time(lambda: sample(model, calib_noise, s10), repeats=2)
+    t_one = best_time(lambda: sample(model, calib_noise, s10, R.ddim()), repeats=2)
     calibration = dict(batch=256, nfe=10, calibrate_s=t_cal, sample_s=t_one, ratio=t_cal / t_one, runs=s10.info["search_runs"], evals=s10.info["calibration_evals"])
     memory = []
     ext = jnp.asarray(grid.alpha_bar_ext, jnp.float32)

@@ -50,7 +50,7 @@ def main():
                 sched = R.calibrate(c, grid, calib, 10, search_samples=calib.shape[0])  # per-sample labels: no sub-batch
             else:
                 sched = R.baseline_schedule(grid, 10, "uniform")
-            x = np.asarray(sample(guided, noise, sched))
+            x = np.asarray(sample(guided, noise, sched, R.ddim()))
             p = clf.features_and_probs(x)[1]
             ok = (p.argmax(1) == y) & (p.max(1) >= 0.9)
             hits = [float(ok[y == k].mean()) for k in range(10)]

@@ -112,16 +112,16 @@ def main():
     timing = {}
     for B in ([64, 512] if args.quick else [64, 512, 4096]):
         xb = noise[:B] if B <= n_eval else jax.random.normal(jax.random.key(5), (B, 32))
-        t_scan = timed(lambda x: sample(gm32, x, sched10), xb)
+        t_scan = timed(lambda x: sample(gm32, x, sched10, R.ddim()), xb)
         t_loop = timed(loop, xb)
-        np.testing.assert_allclose(sample(gm32, xb, sched10), loop(xb), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sample(gm32, xb, sched10, R.ddim()), loop(xb), rtol=1e-5, atol=1e-5)
         timing[B] = dict(scan_ms=1e3 * t_scan, loop_ms=1e3 * t_loop, ratio=t_loop / t_scan)
         print(f"B={B}: scan {1e3 * t_scan:.3f} ms, python loop {1e3 * t_loop:.3f} ms, loop/scan {t_loop / t_scan:.2f}x")
 
     # calibration cost against one sampling run at the same NFE (B = calibration batch)
     cost = {}
     for nfe in nfes:
-        t_one = timed(lambda x: sample(gm32, x, R.baseline_schedule(grid, nfe, "uniform")), calib_noise)
+        t_one = timed(lambda x: sample(gm32, x, R.baseline_schedule(grid, nfe, "uniform"), R.ddim()), calib_noise)
         t0 = time.perf_counter()
         R.calibrate(gm32, grid, calib_noise, nfe)  # again, now compiled
         warm = time.perf_counter() - t0

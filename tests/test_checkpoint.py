@@ -1,6 +1,7 @@
 import functools
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,25 +11,18 @@ from flax import nnx
 
 import rbe_jax as R
 from rbe_jax.zoo.checkpoint import CheckpointError, load_model, load_model_info, save_model
-from rbe_jax.zoo.nets import UNet, UNetConfig
+from rbe_jax.zoo.nets import UNetConfig
 
 TINY = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4)
 SPEC = dict(kind="linear", T=1000, beta_start=1e-4, beta_end=0.02)
 
 
-@jax.jit
-def _perturb(state, key):
-    leaves, treedef = jax.tree_util.tree_flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-
-
 @functools.lru_cache(maxsize=None)
-def _random_tiny(seed=0):
-    """A tiny U-Net whose zero-initialised output layers are randomised, so outputs differ.
-    Built once per seed (eager initialisation compiles many small kernels)."""
-    graphdef, state = nnx.split(UNet(TINY, nnx.Rngs(seed)), nnx.Param)
-    return nnx.merge(graphdef, _perturb(state, jax.random.key(seed)))
+def _random_tiny(name: str = "tiny_unet"):
+    """A tiny U-Net (``TINY``) whose zero-initialised output layers are randomised, so outputs
+    differ: restored from ``tests/data`` (``make_tiny_models.py`` wrote it), once per process;
+    ``"tiny_cond_unet"`` is the class-conditional one."""
+    return load_model(Path(__file__).parent / "data" / name)
 
 
 @pytest.fixture()

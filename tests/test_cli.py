@@ -8,7 +8,7 @@ import rbe_jax as R
 from rbe_jax.zoo.checkpoint import save_model
 from rbe_jax.app.cli import main
 
-from test_checkpoint import SPEC, _perturb
+from test_checkpoint import SPEC, _random_tiny
 
 
 def test_sample_writes_png_and_npz(tiny_dir, tmp_path, capsys):
@@ -103,15 +103,8 @@ def test_bad_paths_one_line(tiny_dir, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_cond_dir(tmp_path_factory):
-    import jax
-    from flax import nnx
-
-    from rbe_jax.zoo.nets import UNet, UNetConfig
-
-    cfg = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), attn_heads=2, num_groups=4, num_classes=10)
-    graphdef, state = nnx.split(UNet(cfg, nnx.Rngs(0)), nnx.Param)
     path = tmp_path_factory.mktemp("cond") / "model"
-    save_model(path, nnx.merge(graphdef, _perturb(state, jax.random.key(1))), noise_schedule_spec=SPEC, meta={"grid_K": 20})
+    save_model(path, _random_tiny("tiny_cond_unet"), noise_schedule_spec=SPEC, meta={"grid_K": 20})
     return path
 
 

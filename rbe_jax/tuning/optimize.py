@@ -69,6 +69,10 @@ def _mse(x, reference) -> np.ndarray:
 
 
 def _rmse(mse: np.ndarray, trim: float) -> float:
+    """RMSE over the per-sample MSEs ``mse`` with the ``trim`` share of the largest left out;
+    ``inf`` when it is not finite or there is no sample (half of a one-sample batch)."""
+    if mse.size == 0:
+        return np.inf
     keep = mse.size - int(np.floor(trim * mse.size))
     err = float(np.sqrt(np.mean(np.sort(mse)[:keep])))
     return err if np.isfinite(err) else np.inf

@@ -187,7 +187,7 @@ def _resolve_schedule(args, path, info, model):
         return _schedule_file(args, info)
     w = None if args.label is None else args.guidance  # shipped per guidance weight, for any label
     try:
-        shipped = pretrained_schedule(path, args.nfe, args.solver, w, kind=kind)
+        shipped = pretrained_schedule(info, args.nfe, args.solver, w, kind=kind)
     except FileNotFoundError:
         shipped = None
     if shipped is not None and shipped.method != "rbe":

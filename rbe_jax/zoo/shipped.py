@@ -60,8 +60,9 @@ def pretrained_schedule(name_or_path, nfe: int, solver: str = DEFAULT_SOLVER, gu
     the CLI's ``--schedule auto`` samples with (it calls this function).
 
     Args:
-      name_or_path: a shipped model's name (``"digits"``, ``"digits_cond"``, ``"digits_flow"``)
-        or a model directory.
+      name_or_path: a shipped model's name (``"digits"``, ``"digits_cond"``, ``"digits_flow"``),
+        a model directory, or its :class:`ModelInfo` when already loaded (reading one again
+        re-checks every parameter file's checksum).
       nfe: steps; solver: the solver's name (:data:`rbe_jax.DEFAULT_SOLVER` by default).
       guidance: the classifier-free guidance weight a class-conditional model is sampled
         with (its schedules are shipped per weight, for any label); ``None`` for a
@@ -77,7 +78,7 @@ def pretrained_schedule(name_or_path, nfe: int, solver: str = DEFAULT_SOLVER, gu
     """
     if kind != "auto" and kind not in SHIPPED_KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; choose 'auto' or one of {SHIPPED_KINDS}")
-    info = model_info(name_or_path)
+    info = name_or_path if isinstance(name_or_path, ModelInfo) else model_info(name_or_path)
     if not int(getattr(info.config, "num_classes", 0)):
         if guidance:
             raise ValueError(f"guidance={guidance:g} needs a class-conditional model; {info.path} is unconditional")

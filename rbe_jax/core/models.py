@@ -12,9 +12,12 @@ guidance (:class:`ClassifierFreeGuidance`) combines the native outputs, so it is
 user-level model.
 
 Every public entry point accepts a bare callable or pytree (an eps-prediction model of the
-schedule's own noise process, the common case) as well as a :class:`Denoiser`.  Plain
-functions are held statically (jit compiles once per object); pytrees of arrays (NNX modules,
-:class:`Model`, these wrappers) are traced arguments.  A Linen module plugs in as
+schedule's own noise process, the common case) as well as a :class:`Denoiser`.  Pytrees of
+arrays (NNX modules, :class:`Model`, these wrappers) are traced arguments; a pytree with other
+leaves (an Equinox module) has its arrays traced and the rest held statically
+(:class:`ArraySplit`); any other callable is held statically, by value where that is safe (a
+Linen ``module.apply`` read twice is one compilation), else by identity (a plain function:
+one compilation per function object).  A Linen module plugs in as
 ``as_model(module.apply, variables, ...)``.
 
 The dtype rule, one for every code path: the model receives ``x`` in the samples' dtype; both
@@ -26,6 +29,8 @@ is :func:`x0_of_eps` / :func:`eps_of_x0`.
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -38,6 +43,7 @@ from .noise import NoiseSchedule, Point, _Process
 
 __all__ = [
     "Model",
+    "ArraySplit",
     "Prediction",
     "Denoiser",
     "ClipDenoised",
@@ -76,7 +82,8 @@ class Model(struct.PyTreeNode):
     Attributes:
       fn: ``fn(x, t)`` or, when ``params`` is given, ``fn(params, x, t)`` (a Linen
         ``apply``).  Static: it is part of the jit cache key, not a traced value.
-      params: any pytree of arrays (the leaves), or ``None``.
+      params: any pytree (its array leaves are traced; a pytree with other leaves, such as an
+        Equinox module's activation functions, is held as an :class:`ArraySplit`), or ``None``.
     """
 
     fn: Callable = struct.field(pytree_node=False)
@@ -85,32 +92,73 @@ class Model(struct.PyTreeNode):
 
     def __call__(self, x: jax.Array, t: jax.Array, *args) -> jax.Array:
         if self.takes_params:
-            return self.fn(self.params, x, t, *args)
+            params = self.params.join() if isinstance(self.params, ArraySplit) else self.params
+            return self.fn(params, x, t, *args)
         return self.fn(x, t, *args)
 
 
-class _Callable:
-    """A callable that is not a pytree of arrays (a plain or jitted function, a callable
-    object, a ``functools.partial``), held by identity.
+def _by_value(obj):
+    """How a static object is compared: by value when it is hashable (a Linen module is a
+    frozen dataclass compared by its fields, a float, a string, a function), else by
+    identity (arrays, objects that define ``__eq__`` without ``__hash__``)."""
+    if isinstance(obj, (jax.Array, np.ndarray)):
+        return ("id", id(obj))
+    try:
+        hash(obj)
+    except TypeError:
+        return ("id", id(obj))
+    return ("value", obj)
 
-    It is a static part of :class:`Model`: jit caches compiled code on the object itself
-    (hash and equality by identity, so unhashable callables work too), and any arrays it
-    closes over enter the computation as constants.
+
+def _callable_key(fn):
+    """The static key of a callable: a bound method is its function and its owner (so
+    ``module.apply`` read twice, or read from an equal Linen module, is one key); a
+    ``functools.partial`` its function and arguments (each by value where hashable);
+    anything else (a function, a jitted function, a callable object) its identity."""
+    if isinstance(fn, types.MethodType):
+        return ("method", fn.__func__, _by_value(fn.__self__))
+    if isinstance(fn, functools.partial):
+        kw = tuple(sorted((k, _by_value(v)) for k, v in fn.keywords.items()))
+        return ("partial", _callable_key(fn.func), tuple(_by_value(a) for a in fn.args), kw)
+    return ("id", id(fn))
+
+
+def _keys_equal(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # an owner whose __eq__ does not give one bool
+        return False
+
+
+class _Callable:
+    """A callable that is not a pytree of arrays (a plain or jitted function, a bound method
+    such as a Linen ``module.apply``, a callable object, a ``functools.partial``), held
+    statically.
+
+    It is a static part of :class:`Model`: jit caches compiled code on its key (see
+    :func:`_callable_key`: equal bound methods and partials share one compilation; other
+    callables compare by identity, so unhashable callables work too), and any arrays it
+    closes over enter the computation as constants.  It keeps ``fn`` alive, so an identity in
+    its key is never reused by another object while the key exists.
     """
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "_key")
 
     def __init__(self, fn: Callable):
         self.fn = fn
+        self._key = _callable_key(fn)
 
     def __call__(self, *args):
         return self.fn(*args)
 
     def __hash__(self):
-        return id(self.fn)
+        try:
+            return hash(self._key)
+        except TypeError:  # an owner that is hashable but fails inside a tuple's hash
+            return id(self.fn)
 
     def __eq__(self, other):
-        return isinstance(other, _Callable) and other.fn is self.fn
+        return isinstance(other, _Callable) and (other.fn is self.fn or _keys_equal(self._key, other._key))
 
     def __repr__(self):
         return f"_Callable({self.fn!r})"
@@ -120,25 +168,85 @@ def _is_array_leaf(v) -> bool:
     return isinstance(v, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
+_ARRAY = object()  # where an ArraySplit's static part has an array leaf
+
+
+class _StaticLeaves:
+    """The structure and the non-array leaves of a pytree, hashable and compared by value
+    (each leaf by :func:`_by_value`)."""
+
+    __slots__ = ("treedef", "leaves", "_key")
+
+    def __init__(self, treedef, leaves: tuple):
+        self.treedef = treedef
+        self.leaves = leaves
+        self._key = (treedef, tuple(("array",) if v is _ARRAY else _by_value(v) for v in leaves))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticLeaves) and _keys_equal(self._key, other._key)
+
+
+class ArraySplit(struct.PyTreeNode):
+    """A pytree with leaves that are not arrays (an Equinox module holds its activation
+    functions as leaves), split as ``eqx.partition(tree, eqx.is_array)`` does: the array
+    leaves are traced, the structure and the other leaves are static, compared by value.
+
+    Attributes:
+      arrays: the array leaves, in tree order.
+      rest: the structure and the other leaves (static).
+    """
+
+    arrays: tuple
+    rest: _StaticLeaves = struct.field(pytree_node=False)
+
+    @classmethod
+    def of(cls, tree) -> "ArraySplit":
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        arrays = tuple(v for v in leaves if _is_array_leaf(v))
+        return cls(arrays=arrays, rest=_StaticLeaves(treedef, tuple(_ARRAY if _is_array_leaf(v) else v for v in leaves)))
+
+    def join(self):
+        """The original pytree, with the (possibly traced) array leaves put back."""
+        arrays = iter(self.arrays)
+        return self.rest.treedef.unflatten([next(arrays) if v is _ARRAY else v for v in self.rest.leaves])
+
+    def __call__(self, *args):
+        return self.join()(*args)
+
+
+def _is_container(tree) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return not (len(leaves) == 1 and leaves[0] is tree)
+
+
 def is_pytree_model(model) -> bool:
     """Whether ``model`` can cross ``jax.jit`` as an argument: a pytree (NNX module,
     :class:`Model`, a ``flax.struct`` dataclass) whose leaves are all arrays or numbers."""
-    leaves = jax.tree_util.tree_leaves(model)
-    if len(leaves) == 1 and leaves[0] is model:  # not a container: a function or object
-        return False
-    return all(_is_array_leaf(v) for v in leaves)
+    return _is_container(model) and all(_is_array_leaf(v) for v in jax.tree_util.tree_leaves(model))
+
+
+def traceable(tree):
+    """``tree`` in a form that crosses ``jax.jit``: as is when every leaf is an array or a
+    number, else an :class:`ArraySplit` (arrays traced, the rest static by value)."""
+    return tree if is_pytree_model(tree) or tree is None else ArraySplit.of(tree)
 
 
 def prepare_model(model):
-    """A user-level model in the form jitted code takes: a pytree of arrays as is, any other
-    callable wrapped in a :class:`Model` that holds it statically, by identity.
+    """A user-level model in the form jitted code takes: a pytree of arrays as is, a pytree
+    with other leaves (an Equinox module) as an :class:`ArraySplit`, any other callable
+    wrapped in a :class:`Model` that holds it statically (see :class:`_Callable`).
 
     Raises:
       TypeError: ``model`` is not callable.
     """
     if model is None or not callable(model):
         raise TypeError(f"model must be callable as model(x, t); got {type(model).__name__}")
-    return model if is_pytree_model(model) else Model(fn=_Callable(model))
+    if _is_container(model):
+        return traceable(model)
+    return Model(fn=_Callable(model))
 
 
 def call_model(model, x: jax.Array, t: jax.Array, *args) -> jax.Array:
@@ -286,7 +394,10 @@ def as_model(
       fn: ``fn(x, t)``, or ``fn(params, x, t)`` when ``params`` is given (e.g. a Linen
         ``module.apply`` with its variables); ``t`` is the model's native time (see the
         module docstring).  A pytree model (an NNX module, :class:`Model`) needs no params.
-      params: the parameters passed as the first argument of ``fn``.
+      params: the parameters passed as the first argument of ``fn``: any pytree; its array
+        leaves are traced, its other leaves (an Equinox module's functions) held statically.
+        ``fn`` is held statically and compared by value where that is safe: a Linen
+        ``module.apply`` read again, or from an equal module, reuses the compiled code.
       prediction: what ``fn`` outputs, one of :data:`PREDICTIONS` (``"x0"`` for an EDM
         denoiser, ``"velocity"`` for a flow model).
       noise_schedule: the :class:`NoiseSchedule` the model was trained with (any grid of
@@ -299,7 +410,7 @@ def as_model(
     """
     if not callable(fn):
         raise TypeError(f"a model must be callable as model(x, t); got {type(fn).__name__}")
-    net = Model(fn=_Callable(fn), params=params, takes_params=True) if params is not None else prepare_model(fn)
+    net = Model(fn=_Callable(fn), params=traceable(params), takes_params=True) if params is not None else prepare_model(fn)
     if noise_schedule is None:
         if prediction != "eps":
             raise ValueError(f"prediction={prediction!r} needs noise_schedule= (the model's training noise schedule)")

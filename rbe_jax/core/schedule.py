@@ -133,6 +133,8 @@ class Schedule(struct.PyTreeNode, eq=False):
         _check_ns(noise_schedule)
         if isinstance(lam, jax.core.Tracer):
             return cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))
+        if np.iscomplexobj(lam):
+            raise ScheduleError("lam must be real numbers, got a complex array")
         lam = np.asarray(lam, np.float64)
         cls(lam, _meta(noise_schedule, method, None, tau=tau, info=info)).validate()  # before any table is made of it
         return cls(lam, _meta(noise_schedule, method, lam, tau=tau, info=info))

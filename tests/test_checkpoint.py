@@ -169,3 +169,23 @@ def test_import_is_light():
     code = "import sys, rbe_jax; print(sorted(m for m in ('rbe_jax.zoo.nets', 'rbe_jax.zoo.train', 'flax.nnx', 'optax', 'orbax.checkpoint', 'PIL', 'tqdm', 'diffrax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_model(tmp_path):
+    """`rbe-jax train --export DIR` onto a user's directory deleted it: now refused, and the
+    directory is untouched."""
+    m = _random_tiny()
+    user = tmp_path / "my_project"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an rbe_jax model directory"):
+        save_model(user, m, noise_schedule_spec=SPEC, overwrite=True)
+    assert (user / "notes.txt").read_text() == "mine" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+
+
+def test_overwrite_replaces_an_export_and_leaves_nothing_beside_it(saved):
+    m, path = saved
+    before = sorted(p.name for p in path.parent.iterdir())
+    save_model(path, m, noise_schedule_spec=SPEC, overwrite=True)
+    assert sorted(p.name for p in path.parent.iterdir()) == before  # no temporary or old copy left
+    load_model(path)

@@ -328,3 +328,15 @@ def test_calibrate_a_learned_schedule_and_sample_with_it(tiny_dir, tmp_path, cap
     assert "no shipped learned schedule" in capsys.readouterr().err
     assert main(["calibrate", "--checkpoint", str(tiny_dir), "--method", "learned", "--coefficients", "--nfe", "3", "--out", str(out)]) == 2
     assert "--solver dpmpp2m" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["18446744073709551617", "-1", "1.5"])
+def test_a_seed_that_does_not_fit_is_one_line(seed, capsys):
+    assert main(["sample", "--seed", seed, "--nfe", "2", "--out", "x.png"]) == 2
+    assert "--seed" in _one_line(capsys)
+
+
+def test_a_manifest_that_is_not_an_object_is_named(tmp_path, tiny_dir, capsys):
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    rc = main(["sample", "--checkpoint", str(tiny_dir), "--nfe", "2", "--schedule", "uniform", "--n", "4", "--batch", "2", "--out-dir", str(tmp_path)])
+    assert rc != 0 and "manifest.json: expected a JSON object, found a list" in _one_line(capsys)

@@ -190,3 +190,9 @@ def test_learned_coefficients_are_stored_and_sampled_with(linear, mixture, taugh
         R.learned_solver(R.baseline_schedule(linear, 5))
     with pytest.raises(ValueError, match="solver='dpmpp2m'"):
         R.learn_schedule(mixture, linear, taught, 5, "unipc", coefficients=True)
+
+
+def test_learn_schedule_caps_nfe(mixture, linear, noise8):
+    """nfe = 10**6 ran unbounded (5 GB after 9 minutes): now refused at once, like calibrate."""
+    with pytest.raises(ValueError, match=r"1 <= nfe <= 1000, got 1000000"):
+        R.learn_schedule(mixture, linear, noise8, 10**6, "unipc")

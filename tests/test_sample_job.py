@@ -76,3 +76,17 @@ def test_cli_sampling_job(tmp_path, tiny_dir, capsys):
     assert main(args) == 0 and _files(out) == first
     assert "3 shards; 0 computed now, 3 already done and checked" in capsys.readouterr().out  # a resumed run says it skipped
 
+
+
+def test_resume_removes_only_its_own_temporary_files(tmp_path, setup):
+    """A user's *.tmp files in the output directory survive; the job's own cut-off writes go."""
+    gm, sched = setup
+    mine = [tmp_path / "draft.tmp", tmp_path / ".notes.tmp", tmp_path / ".shard_00000.npz.backup.tmp.keep"]
+    for f in mine:
+        f.write_text("user data")
+    ours = [tmp_path / ".shard_00001.npz.ab12_cd.tmp", tmp_path / ".manifest.json.x9y8.tmp"]
+    for f in ours:
+        f.write_text("cut off")
+    sample_job(gm, sched, 8, 4, tmp_path, image_shape=(4,), progress=False)
+    assert all(f.read_text() == "user data" for f in mine)
+    assert not any(f.exists() for f in ours)

@@ -264,3 +264,47 @@ def test_written_files_get_the_usual_permissions(grid, tmp_path):
         assert (path.stat().st_mode & 0o777) == 0o600
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    "ns, times, named",
+    [
+        (R.NoiseSchedule.linear(1000), [5000.0, 500.0], "time 5000 at index 0 lies outside the model's trained time range [0, 999]"),
+        (R.NoiseSchedule.linear(1000), [900.0, -3.0], "time -3 at index 1 lies outside"),
+        (R.NoiseSchedule.linear(1000), [np.inf, 500.0], "times must be finite, got inf at index 0"),
+        (R.NoiseSchedule.edm(), [120.0, 1.0], "time 120 at index 0 lies outside the model's trained time range [0.002, 80]"),
+        (R.NoiseSchedule.flow(), [1.5, 0.5], "time 1.5 at index 0 lies outside"),
+    ],
+)
+def test_from_times_names_a_time_out_of_range(ns, times, named):
+    """These were clamped silently (5000 -> 999, -3 -> 0) or reported as NaN."""
+    with pytest.raises(ScheduleError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        R.Schedule.from_times(ns, times)
+
+
+def test_a_sigma_array_ending_in_zero_is_a_schedule():
+    """k-diffusion's convention: the last sigma 0 is the clean end (was refused with
+    divide-by-zero warnings)."""
+    edm = R.NoiseSchedule.edm()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = R.Schedule.from_times(edm, [80, 20, 5, 1, 0.2, 0.0])
+    assert s.nfe == 5 and np.allclose(s.model_times, [80, 20, 5, 1, 0.2])
+    np.testing.assert_array_equal(np.asarray(s.lam), np.asarray(R.Schedule.from_times(edm, [80, 20, 5, 1, 0.2]).lam))
+
+
+def test_complex_times_are_refused():
+    ns = R.NoiseSchedule.edm()
+    with pytest.raises(ScheduleError, match="complex"):
+        R.Schedule.from_lambdas(ns, np.array([0.0 + 1j, np.inf]))
+    with pytest.raises(ScheduleError, match="complex"):
+        R.Schedule.from_times(ns, np.array([10.0 + 2j]))
+
+
+def test_a_deeply_nested_file_is_named(tmp_path):
+    f = tmp_path / "deep.json"
+    f.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ScheduleError, match="deep.json: JSON nested too deeply"):
+        R.Schedule.load(f, R.NoiseSchedule.linear(1000))

@@ -37,6 +37,17 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: error: {message} (see --help)")
 
 
+def _seed(text: str) -> int:
+    """A PRNG seed: an integer that fits ``jax.random.key`` (0 <= seed < 2**63)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"must satisfy 0 <= seed < 2**63, got {v}")
+    return v
+
+
 def _number(kind: type, lowest: float, strict: bool):
     """An argparse ``type``: a finite ``kind`` above ``lowest`` (``strict``) or at least it."""
     what = "an integer" if kind is int else "a number"
@@ -75,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{' | '.join(SCHEDULE_KINDS)} | FILE.json (default auto: the model's shipped schedule optimized for --nfe and --solver (and --guidance) if there is one, else rbe)",
     )
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", default="samples.png", help="image grid to write, .png or .jpg (default samples.png)")
     s.add_argument("--npz", default=None, help="also write the raw samples and the schedule here (.npz)")
     s.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
@@ -97,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="schedule JSON to write")
     c.add_argument("--checkpoint", default=None, help="model directory or shipped model name: digits, digits_cond, digits_flow (default: digits; with --label, digits_cond)")
     c.add_argument("--n", type=_positive_int, default=256, help="calibration samples (default 256)")
-    c.add_argument("--seed", type=int, default=1234, help="seed of the calibration noise")
+    c.add_argument("--seed", type=_seed, default=1234, help="seed of the calibration noise")
     c.add_argument("--tau", type=_positive_float, default=None, help="fixed threshold (default: searched)")
     c.add_argument(
         "--rule",
@@ -114,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, default=10_000)
     t.add_argument("--batch-size", type=_positive_int, default=64)
     t.add_argument("--lr", type=_positive_float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--base-channels", type=_positive_int, default=16)
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
     t.add_argument("--conditional", action="store_true", help="train a class-conditional model (label dropout 0.1)")

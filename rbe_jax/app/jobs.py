@@ -10,6 +10,8 @@ shard whose file matches its recorded checksum.
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +28,8 @@ from ..core.solvers import DEFAULT_SOLVER, Solver, get_solver
 __all__ = ["sample_job", "JobError"]
 
 MANIFEST = "manifest.json"
+# the temporary siblings that atomic_write makes for the files a job writes (.<name>.<random>.tmp)
+_STALE = re.compile(r"\.(manifest\.json|shard_\d{5}\.npz)\.[A-Za-z0-9_]+" + re.escape(TMP_SUFFIX))
 FORMAT = "rbe_jax.sample_job"
 
 
@@ -112,8 +116,9 @@ def _resume(out: Path, job: dict) -> dict[str, dict]:
       JobError: ``out`` holds another job.
     """
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*" + TMP_SUFFIX):  # a shard or manifest cut off mid-write
-        stale.unlink()
+    for stale in out.glob(".*" + TMP_SUFFIX):  # a shard or manifest of ours cut off mid-write
+        if _STALE.fullmatch(stale.name):  # never a file the job did not name itself
+            stale.unlink()
     mpath = out / MANIFEST
     if not mpath.exists():
         return {}

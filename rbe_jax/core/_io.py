@@ -24,12 +24,18 @@ __all__ = ["read_json", "atomic_write", "atomic_write_all", "temporary_sibling",
 TMP_SUFFIX = ".tmp"
 
 
-def read_json(path, error: type[Exception]):
-    """Parses ``path``; a truncated or corrupted file raises ``error`` naming it."""
+def read_json(path, error: type[Exception]) -> dict:
+    """Parses ``path``, which must hold one JSON object; a truncated, corrupted or absurdly
+    nested file, or one that holds another kind of value, raises ``error`` naming it."""
     try:
-        return json.loads(Path(path).read_text())
+        d = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: not valid JSON (truncated or corrupted?): {e}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to be one of our files") from None
+    if not isinstance(d, dict):
+        raise error(f"{path}: expected a JSON object, found a {type(d).__name__}")
+    return d
 
 
 def _new_file_mode() -> int:

@@ -142,12 +142,37 @@ class Schedule(struct.PyTreeNode, eq=False):
     @classmethod
     def from_times(cls, noise_schedule: NoiseSchedule, times, *, method: str = "custom", info=None) -> "Schedule":
         """A schedule from the model's own times of its ``m`` evaluation points, noisiest
-        first (training timesteps, ``t``, EDM's sigmas, flow ``t``); clean data is appended."""
+        first (training timesteps, ``t``, EDM's sigmas, flow ``t``); clean data is appended.
+        A last time that is itself clean data (a k-diffusion sigma array ending in 0) is
+        taken as that end.
+
+        Raises:
+          ScheduleError: not a 1-D array, a time that is not finite, or one outside the
+            model's trained time range (named, with the range).
+        """
         _check_ns(noise_schedule)
+        if np.iscomplexobj(times):
+            raise ScheduleError("times must be real numbers, got a complex array")
         t = np.asarray(times, np.float64)
         if t.ndim != 1 or t.size < 1:
             raise ScheduleError(f"times must be a 1-D array of at least one time, got shape {t.shape}")
-        return cls.from_lambdas(noise_schedule, np.append(noise_schedule.lam_of_time(t), np.inf), method=method, info=info)
+        if not np.all(np.isfinite(t)):
+            i = int(np.flatnonzero(~np.isfinite(t))[0])
+            raise ScheduleError(f"times must be finite, got {t[i]} at index {i}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = np.asarray(noise_schedule.lam_of_time(t), np.float64)
+        if t.size > 1 and np.isposinf(lam[-1]):  # the clean end given explicitly
+            t, lam = t[:-1], lam[:-1]
+        lo, hi = sorted(float(v) for v in noise_schedule.model_time(np.asarray(noise_schedule.lam_range)))
+        tol = 1e-9 * max(abs(lo), abs(hi), 1.0)
+        bad = np.flatnonzero((t < lo - tol) | (t > hi + tol))
+        if bad.size:
+            i = int(bad[0])
+            raise ScheduleError(
+                f"time {t[i]:g} at index {i} lies outside the model's trained time range [{lo:g}, {hi:g}] "
+                f"({noise_schedule.describe()}); {bad.size} of {t.size} times do"
+            )
+        return cls.from_lambdas(noise_schedule, np.append(lam, np.inf), method=method, info=info)
 
     @classmethod
     def from_indices(cls, grid: NoiseSchedule, indices, *, method: str = "custom", tau=None, info=None) -> "Schedule":
@@ -627,7 +652,8 @@ def schedule_points(schedule: Schedule, dtype) -> Point:
         raise TypeError(f"schedule must be an rbe_jax.Schedule, got {type(schedule).__name__}")
     ns = schedule.noise_schedule
     if not isinstance(schedule.lam, jax.core.Tracer):
-        return Point(*(jnp.asarray(v, dtype) for v in ns.points(np.asarray(schedule.lam, np.float64))))
+        host = ns.points(np.asarray(schedule.lam, np.float64))
+        return Point(*(np.asarray(v, np.dtype(dtype)) for v in host))  # jit transfers them in its fast path
     lam = jnp.asarray(schedule.lam, dtype)
     traced = Point(*(jnp.asarray(v, dtype) for v in ns.points(lam, jnp)))
     host = schedule.meta.host

@@ -54,6 +54,8 @@ from ..core.solvers import DEFAULT_SOLVER, Solver, dpmpp2m_coefficients, get_sol
 from .local_error import accurate_steps
 from .teacher import Candidates, ErrorStats, Teacher, balanced, best_of, error_stats, per_sample_rms, pick_guarded, sample_stats, score_candidates, solve_teacher, split
 
+MAX_NFE = 1000  # a gradient through more steps than this is no fast sampler (and its memory grows with it)
+
 __all__ = ["learn_schedule", "LearnOptions", "LOSSES"]
 
 LOSSES = ("balanced", "mse", "rms")
@@ -376,7 +378,7 @@ def learn_schedule(
         another NFE or process, noise that does not match a given teacher.
     """
     t0 = time.perf_counter()
-    nfe = check_nfe(nfe)
+    nfe = check_nfe(nfe, MAX_NFE)
     opts = LearnOptions(get_solver(solver), steps, learning_rate, warmup, batch_size, ball, loss, eval_every, patience, seed, coefficients, guard).check()
     den, teacher = _prepare(model, noise_schedule, calib, nfe, candidates, teacher_steps)
     fit_rows, held_rows = split(teacher.noise.shape[0], validation)

@@ -12,6 +12,7 @@ Nothing is pickled: Orbax writes tensorstore arrays and JSON metadata.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -126,6 +127,8 @@ def save_model(
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    if path.exists() and not _is_model_dir(path):
+        raise FileExistsError(f"{path} exists and is not an rbe_jax model directory (no config.json of format {FORMAT!r}): refusing to replace it")
     noise_schedule_from_spec(noise_schedule_spec)  # validates
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -152,14 +155,33 @@ def save_model(
             "files": _param_files(tmp / "params"),
         }
         write_json(tmp / "config.json", config)
-        if path.exists():
-            shutil.rmtree(path)
         tmp.chmod(0o755)  # mkdtemp makes it private
-        os.replace(tmp, path)
+        old = None
+        if path.exists():  # an earlier export: moved aside, replaced by one rename, then removed
+            old = Path(tempfile.mkdtemp(prefix=path.name + ".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / path.name, path)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _is_model_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory written by :func:`save_model` (its ``config.json``
+    names our format); only such a directory may be replaced."""
+    try:
+        with open(path / "config.json") as f:
+            return path.is_dir() and json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def load_model_info(path) -> ModelInfo:

@@ -11,6 +11,7 @@ import pytest
 import rbe_jax as R
 from rbe_jax.zoo.checkpoint import model_info, pretrained_path
 
+NET_ATOL = 1e-4  # a U-Net's samples across x86-64 instruction sets (see test_shipped_digits_model)
 GOLDEN = np.load(__import__("pathlib").Path(__file__).parent / "data" / "golden_v0.npz")
 
 
@@ -59,8 +60,11 @@ def test_shipped_digits_model():
     s = R.calibrate(model, grid, z, 8, search_samples=8)
     np.testing.assert_array_equal(s.indices, GOLDEN["digits_calib_nfe8_indices"])
     assert s.tau == GOLDEN["digits_calib_nfe8_tau"]
+    # The integer results above (paths, indices) and tau are exact on any CPU.  The samples are
+    # network outputs: XLA's float32 convolution kernels round differently on AVX2 and AVX-512
+    # machines (1.5e-5 measured on digits values of order 1), so they match to NET_ATOL.
     shipped = R.Schedule.load(pretrained_path("digits") / "schedules" / "rbe_nfe10.json", grid)
-    np.testing.assert_array_equal(R.rbe_sample(model, z, shipped, "ddim"), GOLDEN["digits_rbe10_ddim"])
-    np.testing.assert_allclose(R.rbe_sample(model, z, shipped, "unipc"), GOLDEN["digits_rbe10_unipc"], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(R.rbe_sample(model, z, shipped, "ddim"), GOLDEN["digits_rbe10_ddim"], rtol=0, atol=NET_ATOL)
+    np.testing.assert_allclose(R.rbe_sample(model, z, shipped, "unipc"), GOLDEN["digits_rbe10_unipc"], rtol=0, atol=NET_ATOL)
     opt = R.Schedule.load(pretrained_path("digits") / "schedules" / "optimized_nfe10_unipc.json", info.noise_schedule)
-    np.testing.assert_allclose(R.rbe_sample(model, z, opt, "unipc"), GOLDEN["digits_opt10_unipc"], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(R.rbe_sample(model, z, opt, "unipc"), GOLDEN["digits_opt10_unipc"], rtol=0, atol=NET_ATOL)

@@ -119,3 +119,9 @@ def test_baselines_snapped_to_the_grid_as_starts(grid):
     lam = np.asarray(s.lam)[1:-1]
     spacing = np.abs(np.diff(grid.log_snr)).max()
     assert np.all(np.abs(grid.log_snr[idx[1:-1]] - lam) <= spacing)
+
+
+def test_schedule_error_defaults_to_the_default_solver(mixture, grid, noise8):
+    sched = R.baseline_schedule(grid, 4, "logsnr")
+    ref = R.rbe_sample(mixture, noise8, R.baseline_schedule(grid, 40, "logsnr"))
+    assert R.schedule_error(mixture, noise8, ref, sched) == R.schedule_error(mixture, noise8, ref, sched, R.DEFAULT_SOLVER)

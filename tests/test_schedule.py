@@ -308,3 +308,14 @@ def test_a_deeply_nested_file_is_named(tmp_path):
     f.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ScheduleError, match="deep.json: JSON nested too deeply"):
         R.Schedule.load(f, R.NoiseSchedule.linear(1000))
+
+
+@pytest.mark.parametrize("tau", ["NaN", "-1", "Infinity"])
+def test_a_schedule_file_with_a_bad_tau_is_refused(tmp_path, tau):
+    grid = R.NoiseSchedule.linear(1000).respace(100)
+    f = tmp_path / "s.json"
+    R.Schedule.from_indices(grid, [99, 50, 10, -1], tau=0.3).save(f)
+    f.write_text(f.read_text().replace('"tau": 0.3', f'"tau": {tau}'))
+    assert f'"tau": {tau}' in f.read_text()
+    with pytest.raises(ScheduleError, match="tau must be a finite number > 0"):
+        R.Schedule.load(f, grid)

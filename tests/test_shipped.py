@@ -138,3 +138,18 @@ def test_default_schedules_beat_every_fixed_spacing_on_fresh_noise(name, cases):
         fixed = {k: R.schedule_stats(model, R.baseline_schedule(info.noise_schedule, nfe, k), solver, teacher) for k in valid_baselines(info.noise_schedule)}
         best = min(fixed.values(), key=lambda st: st.rmse)
         assert mine.rmse < 0.9 * best.rmse and mine.median < best.median, (name, nfe, solver, s.method, mine, best)
+
+
+def test_sampling_a_learned_coefficient_schedule_with_another_solver_warns():
+    """The learned 2M coefficients were dropped without a word (samples off by up to 0.76)."""
+    s = R.pretrained_schedule("digits_flow", 5, "dpmpp2m")
+    assert s.info.get("coefficients")
+    model = R.load_denoiser("digits_flow")
+    z = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    with pytest.warns(UserWarning, match="learned solver coefficients.*R.learned_solver"):
+        R.rbe_sample(model, z, s, "dpmpp2m")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        R.rbe_sample(model, z, s, R.learned_solver(s))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -146,6 +147,12 @@ def rbe_sample(
     """
     solver = get_solver(solver)
     den, noise, pts = prepare_sampling(model, noise, schedule)
+    if schedule.info.get("coefficients") and solver.name != "dpmpp2m_learned":
+        warnings.warn(
+            f"this schedule carries learned solver coefficients, which sampling with {solver.name!r} ignores "
+            "(the schedule was tuned for them): pass R.learned_solver(schedule) as the solver",
+            stacklevel=2,
+        )
     out = _scan_jit(den, noise, pts, solver)
     if check_finite:
         if isinstance(out.bad_step, jax.core.Tracer) or isinstance(schedule.lam, jax.core.Tracer):

@@ -399,7 +399,7 @@ def _from_v1(cls, d: dict, ns: NoiseSchedule | None) -> "Schedule":
         idx = np.asarray(d["indices"], dtype=np.int64)
         ab = np.asarray(d["alpha_bar"], dtype=np.float64)
         K, T, fp = int(d["K"]), int(d["T"]), str(d["grid_fingerprint"])
-        tau = None if d.get("tau") is None else float(d["tau"])
+        tau = _file_tau(d)
         info = dict(d.get("info") or {})
     except (TypeError, ValueError) as e:
         raise ScheduleError(f"malformed field: {e}") from None
@@ -428,7 +428,7 @@ def _from_v2(cls, d: dict, ns: NoiseSchedule | None) -> "Schedule":
         g = d["grid"]
         K, T, fp = int(g["K"]), int(g["N"]), str(g["fingerprint"])
         idx = None if d.get("indices") is None else tuple(int(i) for i in d["indices"])
-        tau = None if d.get("tau") is None else float(d["tau"])
+        tau = _file_tau(d)
         info = dict(d.get("info") or {})
     except (TypeError, ValueError, KeyError) as e:
         raise ScheduleError(f"malformed field: {e}") from None
@@ -473,6 +473,16 @@ def _check_indices(idx: np.ndarray, K: int) -> None:
             f"indices must be strictly decreasing (noise -> data); position {i + 1} "
             f"({int(idx[i + 1])}) does not come below position {i} ({int(idx[i])})"
         )
+
+
+def _file_tau(d: dict) -> float | None:
+    """A schedule file's RBE threshold: absent, or a finite number > 0."""
+    if d.get("tau") is None:
+        return None
+    tau = float(d["tau"])
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {tau}")
+    return tau
 
 
 def check_nfe(nfe, upper: int | None = None, what: str = "nfe") -> int:

@@ -53,11 +53,12 @@ def reference_solution(model, grid: NoiseSchedule, noise: jax.Array, steps: int 
     return make_teacher(model, grid, noise, steps).x
 
 
-def schedule_error(model, noise, reference, schedule: Schedule, solver, trim: float = 0.0) -> float:
+def schedule_error(model, noise, reference, schedule: Schedule, solver=DEFAULT_SOLVER, trim: float = 0.0) -> float:
     """Root-mean-square error of sampling ``noise`` on ``schedule`` with ``solver`` against
     ``reference`` endpoints, over every element of the samples kept: with ``trim > 0`` the
     ``trim`` fraction of samples with the largest errors is left out (samples near a
-    boundary between modes can flip under any solver and then dominate the mean)."""
+    boundary between modes can flip under any solver and then dominate the mean).  The
+    solver defaults to :data:`rbe_jax.DEFAULT_SOLVER`, as in :func:`rbe_jax.rbe_sample`."""
     x = rbe_sample(model, noise, schedule, solver)
     return _rmse(_mse(x, reference), trim)
 

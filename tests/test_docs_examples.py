@@ -14,11 +14,11 @@ def _snippets():
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
-def test_there_are_three_examples():
-    assert len(_snippets()) == 3
+def test_there_are_four_examples():
+    assert len(_snippets()) == 4
 
 
-@pytest.mark.parametrize("i", range(3))
+@pytest.mark.parametrize("i", range(4))
 def test_example_runs(i):
     ns = {}
     exec(compile(_snippets()[i], f"docs/families.md example {i + 1}", "exec"), ns)

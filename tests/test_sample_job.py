@@ -39,7 +39,7 @@ def test_interrupted_job_resumes_to_identical_files(tmp_path, setup):
     part = tmp_path / "part"
     sample_job(gm, sched, 10, 4, part, image_shape=(4,), progress=False, stop_after=1)
     assert sorted(p.name for p in part.iterdir()) == ["manifest.json", "shard_00000.npz"]
-    (part / "shard_00001.npz.tmp").write_bytes(b"half a shard")  # killed mid-write
+    (part / ".shard_00001.npz.k3x9_q.tmp").write_bytes(b"half a shard")  # killed mid-write (atomic_write's name)
     written = []
     sample_job(gm, sched, 10, 4, part, image_shape=(4,), progress=False, on_shard=written.append)
     assert written == [1, 2]  # shard 0 was not recomputed

@@ -50,7 +50,7 @@ def setup(name: str, n_calib: int | None = None, n_test: int | None = None, guid
         from rbe_jax.zoo.checkpoint import load_model_info, pretrained_path
 
         info = load_model_info(pretrained_path("digits_cond"))
-        net, full, grid, shape = R.load_pretrained("digits_cond"), info.noise_schedule, info.default_grid, info.image_shape
+        net, full, grid, shape = R.load_model(R.model_info("digits_cond").path), info.noise_schedule, info.default_grid, info.image_shape
 
         def guided(n):
             return R.ClassifierFreeGuidance(model=net, label=np.arange(n) % 10, scale=guidance, null_label=info.config.num_classes)

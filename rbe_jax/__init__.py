@@ -25,7 +25,7 @@ key the jit cache correctly; static configurations are frozen dataclasses.
 
 from . import testing
 from .app import JobError, sample_job
-from .core import BASELINES, DEFAULT_SOLVER, NoiseSchedule, Schedule, ScheduleError, Solver, StepTimes, baseline_schedule, ddim, dpmpp2m, dpmpp2m_coefficients, dpmpp3m, learned_solver, rbe_sample, unipc
+from .core import BASELINES, DEFAULT_SOLVER, NoiseSchedule, Schedule, ScheduleError, Solver, StepTimes, baseline_schedule, ddim, default_spacing, dpmpp2m, dpmpp2m_coefficients, dpmpp3m, learned_solver, rbe_sample, unipc
 from .core import PREDICTIONS, ClassifierFreeGuidance, ClassifierGuidance, ClipDenoised, Denoiser, Model, ModelCheck, Prediction, PredictionMismatch, as_model, check_model, classifier_guidance, clip_denoised, continuous_time_model
 from .rbe import AdaptivePaths, BackwardError, adaptive_paths, backward_error, calibrate, local_error_paths
 from .tuning import ErrorStats, Teacher, learn_schedule, local_error_schedule, make_teacher, optimize_schedule, reference_solution, schedule_error, schedule_stats
@@ -35,7 +35,7 @@ __version__ = "0.5.0"
 
 __all__ = [
     # core: sampling on a fixed schedule
-    "DEFAULT_SOLVER", "NoiseSchedule", "Schedule", "ScheduleError", "BASELINES", "baseline_schedule", "rbe_sample",
+    "DEFAULT_SOLVER", "NoiseSchedule", "Schedule", "ScheduleError", "BASELINES", "baseline_schedule", "default_spacing", "rbe_sample",
     "Solver", "StepTimes", "ddim", "dpmpp2m", "dpmpp3m", "unipc", "dpmpp2m_coefficients", "learned_solver",
     "PREDICTIONS", "Prediction", "Model", "Denoiser", "as_model", "continuous_time_model",
     "ClipDenoised", "ClassifierGuidance", "ClassifierFreeGuidance", "clip_denoised", "classifier_guidance",

@@ -59,8 +59,8 @@ def test_baselines_are_placed_in_the_models_own_time():
     np.testing.assert_allclose(sig, want, rtol=1e-9)
     flow = R.NoiseSchedule.flow()
     t = R.baseline_schedule(flow, 8, "shift", shift=3.0).model_times
-    u = np.linspace(1.0, 1e-3, 8)
-    np.testing.assert_allclose(t, 3 * u / (1 + 2 * u), rtol=1e-9)  # diffusers' FlowMatchEuler sigmas
+    u = np.linspace(1.0, 1 / 8, 8)
+    np.testing.assert_allclose(t, 3 * u / (1 + 2 * u), rtol=1e-9)  # SD3's and Flux's pipelines: linspace(1, 1/n, n), shifted
 
 
 def test_karras_is_independent_of_how_the_table_is_parametrised():

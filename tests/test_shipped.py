@@ -62,9 +62,8 @@ def test_shipped_conditional_model_follows_its_labels():
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
     assert info.config.num_classes == 10
-    model = R.load_pretrained("digits_cond")
     labels = np.arange(40) % 10
-    guided = R.ClassifierFreeGuidance(model=model, label=labels, scale=2.0, null_label=10)
+    guided = R.load_pretrained("digits_cond", label=labels, guidance=2.0)
     noise = jax.random.normal(jax.random.key(5), (40, 16, 16, 1))
     samples = np.asarray(jax.jit(R.rbe_sample)(guided, noise, R.baseline_schedule(info.default_grid, 10, "uniform")))
     pred = clf.features_and_probs(samples)[1].argmax(1)

@@ -35,7 +35,7 @@ def main():
     path = pretrained_path("digits_cond")
     info = load_model_info(path)
     grid = info.default_grid
-    model = R.load_pretrained("digits_cond")
+    model = R.load_model(path)  # the bare conditional network, guided below
     sample = jax.jit(R.rbe_sample)
     y = np.repeat(np.arange(10), args.n)  # args.n samples of each label in one batch
     noise = jax.random.normal(jax.random.key(0), (y.size, *info.image_shape))

@@ -28,7 +28,7 @@ from .models import (
 )
 from .noise import NoiseSchedule, Point
 from .sampler import rbe_sample
-from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule
+from .schedule import BASELINES, Schedule, ScheduleError, baseline_schedule, default_spacing
 from .solvers import (
     DEFAULT_SOLVER,
     CoefficientState,
@@ -67,6 +67,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "baseline_schedule",
+    "default_spacing",
     "DEFAULT_SOLVER",
     "CoefficientState",
     "DPMState",

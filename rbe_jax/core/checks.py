@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import check_noise, compute_dtype
-from .models import PREDICTIONS, as_denoiser
+from .models import PREDICTIONS, as_denoiser, model_noise_schedule
 from .noise import NoiseSchedule, Point
 
 __all__ = ["ModelCheck", "PredictionMismatch", "check_model"]
@@ -223,7 +223,7 @@ def _probe(den, z: jax.Array, z_again: jax.Array, run: Point, levels: Point, lab
 _probe_jit = jax.jit(_probe, static_argnames=("labels",))
 
 
-def check_model(model, noise_schedule: NoiseSchedule, noise, *, samples: int = 16, strict: bool = True) -> ModelCheck:
+def check_model(model, noise_schedule: NoiseSchedule | None, noise, *, samples: int = 16, strict: bool = True) -> ModelCheck:
     """Reads the model's output as every prediction and tests each reading as a denoiser of
     its own samples (see the module docstring): about 30 batched model calls on ``5 x
     samples`` inputs.  Run it once after wrapping a new model.
@@ -231,7 +231,7 @@ def check_model(model, noise_schedule: NoiseSchedule, noise, *, samples: int = 1
     Args:
       model: the model as the samplers take it (:func:`rbe_jax.as_model`'s result, or a bare
         eps model of ``noise_schedule``'s process).
-      noise_schedule: the model's noise schedule.
+      noise_schedule: the model's noise schedule (``None``: the one the model carries).
       noise: ``(B, ...)`` standard-normal noise of the model's sample shape (the first
         ``samples`` are used; at least 4).
       samples: how many samples each reading draws (more: a steadier verdict, a longer run).
@@ -245,6 +245,7 @@ def check_model(model, noise_schedule: NoiseSchedule, noise, *, samples: int = 1
       PredictionMismatch: with ``strict``, the declared prediction does not fit.
     """
     noise = check_noise(noise)
+    noise_schedule = model_noise_schedule(model, noise_schedule)
     den = _innermost(as_denoiser(model, noise_schedule))
     n = min(int(samples), noise.shape[0])
     if n < 4:

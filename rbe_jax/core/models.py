@@ -289,6 +289,10 @@ class _OnInternalForm(_InternalForm):
     def prediction(self):
         return self.model.prediction
 
+    @property
+    def noise_schedule(self):
+        return self.model.noise_schedule
+
 
 def x0_of_eps(x, eps, alpha, sigma):
     """The data prediction of a noise prediction at ``x = alpha x0 + sigma eps`` (VP scaling)."""
@@ -327,12 +331,16 @@ class Denoiser(_InternalForm, struct.PyTreeNode):
       prediction: one of :data:`PREDICTIONS` (static).
       quantize: feed the nearest integer timestep (int32) instead of a fractional one (for
         discrete models that only take integers).
+      noise_schedule: the :class:`NoiseSchedule` the model was trained with, when it was
+        wrapped with one (static, compared by value): the tuners take it from here when
+        they are not given one.
     """
 
     net: Any
     process: _Process = struct.field(pytree_node=False)
     prediction: str = struct.field(pytree_node=False, default="eps")
     quantize: bool = struct.field(pytree_node=False, default=False)
+    noise_schedule: NoiseSchedule | None = struct.field(pytree_node=False, default=None)
 
     def raw(self, x: jax.Array, pt: Point, *args) -> jax.Array:
         """The model's own output at ``x_vp`` (shape-checked), fed its scaling and time."""
@@ -420,7 +428,27 @@ def as_model(
     if not isinstance(noise_schedule, NoiseSchedule):
         raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
     _check_prediction(prediction, noise_schedule.process)
-    return Denoiser(net=net, process=noise_schedule.process, prediction=prediction, quantize=bool(quantize))
+    return Denoiser(net=net, process=noise_schedule.process, prediction=prediction, quantize=bool(quantize), noise_schedule=noise_schedule)
+
+
+def model_noise_schedule(model, noise_schedule: NoiseSchedule | None = None) -> NoiseSchedule:
+    """``noise_schedule`` if given, else the one ``model`` carries (a :class:`Denoiser` made
+    by :func:`as_model` with ``noise_schedule=``, or loaded by :func:`rbe_jax.load_pretrained`).
+
+    Raises:
+      TypeError: ``noise_schedule`` is not a :class:`NoiseSchedule`.
+      ValueError: neither is there.
+    """
+    if noise_schedule is None:
+        noise_schedule = getattr(model, "noise_schedule", None) if isinstance(model, _InternalForm) else None
+        if noise_schedule is None:
+            raise ValueError(
+                "noise_schedule is needed: this model carries none (wrap it with R.as_model(fn, ..., noise_schedule=...), "
+                "or load a shipped one with R.load_pretrained)"
+            )
+    if not isinstance(noise_schedule, NoiseSchedule):
+        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
+    return noise_schedule
 
 
 def as_denoiser(model, noise_schedule: NoiseSchedule):

@@ -761,6 +761,11 @@ class NoiseSchedule:
         )
 
 
+# The largest grid (T, N or K) that a noise schedule rebuilt from a file may have: 8 MB per
+# float64 table; a file that names more is refused, never allocated.
+MAX_GRID_SIZE = 1_000_000
+
+
 def noise_schedule_from_origin(origin: dict) -> NoiseSchedule:
     """Rebuilds a :class:`NoiseSchedule` from its :attr:`~NoiseSchedule.origin` (the form model
     configs and schedule files record): ``{"kind": "linear" | "cosine" | "vp_continuous" |
@@ -768,6 +773,10 @@ def noise_schedule_from_origin(origin: dict) -> NoiseSchedule:
     d = dict(origin)
     kind = d.pop("kind", None)
     K = d.pop("K", None)
+    for key in ("T", "N", "K"):  # sizes read from files are bounded before anything is allocated
+        v = K if key == "K" else d.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 2 <= v <= MAX_GRID_SIZE):
+            raise ValueError(f"grid size {key}={v!r} must be an integer in [2, {MAX_GRID_SIZE}]")
     makers = {
         "linear": lambda T, beta_start=1e-4, beta_end=0.02: NoiseSchedule.linear(int(T), float(beta_start), float(beta_end)),
         "cosine": lambda T, s=0.008, max_beta=0.999: NoiseSchedule.cosine(int(T), float(s), float(max_beta)),

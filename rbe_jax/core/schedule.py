@@ -29,7 +29,7 @@ from flax import struct
 from ._io import read_json, write_json
 from .noise import NoiseSchedule, Point
 
-__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "BASELINES", "ScheduleError", "schedule_points"]
+__all__ = ["Schedule", "ScheduleMeta", "baseline_schedule", "default_spacing", "BASELINES", "ScheduleError", "schedule_points"]
 
 FORMAT = "rbe_jax.schedule"
 VERSION = 2
@@ -359,7 +359,10 @@ class Schedule(struct.PyTreeNode, eq=False):
             sched = (_from_v1 if version == 1 else _from_v2)(cls, d, noise_schedule)
             if noise_schedule is not None:
                 sched = sched.on(noise_schedule)
-            return sched.validate()
+            sched = sched.validate()
+            if version == VERSION and d.get("model_times") is not None and sched.meta.noise_schedule is not None:
+                _check_model_times(d["model_times"], sched)
+            return sched
         except ScheduleError as e:
             raise ScheduleError(f"{source}: {e}") from None
 
@@ -452,6 +455,25 @@ def _from_v2(cls, d: dict, ns: NoiseSchedule | None) -> "Schedule":
             raise ScheduleError(f"the grid rebuilt from {g['origin']} has fingerprint {own.fingerprint}, the file says {fp}")
     meta = ScheduleMeta(method=str(d["method"]), noise_schedule=own, K=K, T=T, grid_fingerprint=fp, indices=idx, tau=tau, info_json=_info_json(info), host=_host(own, lam))
     return cls(lam, meta)
+
+
+def _check_model_times(recorded, sched: "Schedule") -> None:
+    """A file's ``model_times`` are derived from its ``log_snr``: an edited copy that no
+    longer matches is named (sampling follows ``log_snr``), not silently ignored."""
+    try:
+        t = np.asarray([float(v) for v in recorded], np.float64)
+    except (TypeError, ValueError) as e:
+        raise ScheduleError(f"malformed field 'model_times': {e}") from None
+    want = sched.model_times
+    if t.shape != want.shape:
+        raise ScheduleError(f"'model_times' has {t.size} entries, but log_snr describes {want.size} model evaluations")
+    bad = np.flatnonzero(~np.isclose(t, want, rtol=1e-6, atol=1e-9))
+    if bad.size:
+        i = int(bad[0])
+        raise ScheduleError(
+            f"'model_times'[{i}] is {float(t[i])!r}, but log_snr[{i}] gives model time {float(want[i])!r} ({bad.size} entries differ): "
+            "the sampler follows log_snr; to move a point, make the schedule with Schedule.from_times and save it"
+        )
 
 
 def _check_ns(ns, what: str = "noise_schedule") -> None:
@@ -559,7 +581,8 @@ def _quadratic(ns: NoiseSchedule, nfe: int, **_) -> np.ndarray:
 def _finite_start(ns: NoiseSchedule, kind: str) -> float:
     lo = ns.lam_range[0]
     if not math.isfinite(lo):
-        raise ValueError(f"the {kind!r} spacing needs a finite noisiest point; this process starts at pure noise (use 'uniform' or 'shift')")
+        others = "'uniform', 'quadratic' or 'shift'" if ns.family == "flow" else "'uniform' or 'quadratic'"
+        raise ValueError(f"the {kind!r} spacing needs a finite noisiest point; this process starts at pure noise (use {others})")
     return lo
 
 
@@ -577,13 +600,12 @@ def _karras(ns: NoiseSchedule, nfe: int, rho: float = 7.0, **_) -> np.ndarray:
 
 
 def _shift(ns: NoiseSchedule, nfe: int, shift: float = 3.0, **_) -> np.ndarray:
-    # diffusers' FlowMatchEulerDiscreteScheduler: t evenly from 1 to t_min (both included),
-    # then t' = shift t / (1 + (shift - 1) t)
+    # SD3's and Flux's pipelines: t = linspace(1, 1 / nfe, nfe), then t' = shift t / (1 + (shift - 1) t),
+    # then clean data (no evaluation spent next to t = 0)
     if ns.family != "flow":
         raise ValueError(f"the 'shift' spacing is for flow models; this noise schedule is {ns.family}")
-    t_min = ns.process.t_min
-    t = 1.0 + (t_min - 1.0) * np.arange(nfe) / max(nfe - 1, 1)
-    t = shift * t / (1.0 + (shift - 1.0) * t)
+    t = 1.0 - np.arange(nfe) / nfe
+    t = np.maximum(shift * t / (1.0 + (shift - 1.0) * t), ns.process.t_min)
     with np.errstate(divide="ignore"):
         return np.log1p(-t) - np.log(t)
 
@@ -610,14 +632,23 @@ def valid_baselines(noise_schedule: NoiseSchedule) -> tuple[str, ...]:
     return tuple(kinds)
 
 
-def baseline_schedule(noise_schedule: NoiseSchedule, nfe: int, kind: str = "uniform", *, rho: float = 7.0, shift: float = 3.0) -> Schedule:
+def default_spacing(noise_schedule: NoiseSchedule) -> str:
+    """The fixed spacing :func:`baseline_schedule` uses when no ``kind`` is given: ``"karras"``
+    for VE and EDM processes (sigma spans four or more decades there: evenly in the model's
+    time wastes most steps at high noise), ``"uniform"`` for VP tables, continuous VP and
+    flow models (DDIM's and the Euler flow sampler's spacing)."""
+    _check_ns(noise_schedule)
+    return "karras" if noise_schedule.family in ("ve", "edm") else "uniform"
+
+
+def baseline_schedule(noise_schedule: NoiseSchedule, nfe: int, kind: str | None = None, *, rho: float = 7.0, shift: float = 3.0) -> Schedule:
     """A standard fixed schedule of ``nfe`` steps, placed in continuous time.
 
     ``uniform``, ``quadratic`` and ``logsnr`` place ``nfe + 1`` points from the process's
     noisiest to its least noisy trained point and replace the last by clean data (DDIM's and
-    DPM-Solver's convention: no evaluation is spent on a vanishing step); ``karras`` and
-    ``shift`` place ``nfe`` points with both ends included, then clean data (EDM's and
-    diffusers' flow convention):
+    DPM-Solver's convention: no evaluation is spent on a vanishing step); ``karras`` places
+    ``nfe`` points with both ends included, then clean data (EDM's convention); ``shift``
+    places ``t = 1, 1 - 1/nfe, ..., 1/nfe``, shifted, then clean data (SD3's and Flux's):
 
     - ``uniform``: evenly in the model's own time (DDIM's uniform timesteps; Euler in ``t``
       for flow);
@@ -631,12 +662,14 @@ def baseline_schedule(noise_schedule: NoiseSchedule, nfe: int, kind: str = "unif
       noise_schedule: the model's noise schedule (any grid of it: the points are placed on
         the process, not the grid).
       nfe: number of steps, ``>= 1``.
-      kind: one of :data:`BASELINES`.
+      kind: one of :data:`BASELINES`; default :func:`default_spacing` (``karras`` for VE
+        and EDM, ``uniform`` otherwise).
       rho: ``karras``'s exponent; shift: ``shift``'s factor.
     Returns:
-      A validated :class:`Schedule` with ``method=kind``.
+      A validated :class:`Schedule` with ``method=kind`` (the spacing used).
     """
     _check_ns(noise_schedule)
+    kind = default_spacing(noise_schedule) if kind is None else kind
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline schedule kind {kind!r}; choose one of {sorted(BASELINES)}")
     nfe = check_nfe(nfe)

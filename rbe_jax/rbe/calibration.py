@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core._batch import raise_nonfinite
 from ..core._progress import progress_reporter
+from ..core.models import model_noise_schedule
 from ..core.noise import NoiseSchedule
 from ..core.schedule import Schedule, check_nfe, strictly_decreasing_path
 from .adaptive import AdaptivePaths, _checked, backward_error_run, local_error_run
@@ -144,7 +145,7 @@ def _aggregate(best: dict, nfe: int, min_samples: int, K: int, max_steps: int) -
 
 def calibrate(
     model,
-    grid: NoiseSchedule,
+    grid: NoiseSchedule | None,
     noise: jax.Array,
     nfe: int,
     *,
@@ -161,7 +162,8 @@ def calibrate(
 
     Args:
       model: the model (see :func:`rbe_jax.rbe_sample`).
-      grid: the (respaced) noise schedule of ``K`` points, of any family.
+      grid: the (respaced) noise schedule of ``K`` points, of any family (``None``: the one
+        the model carries, ``model.noise_schedule``).
       noise: ``(B, ...)`` standard-normal calibration noise (e.g. 256-2500 samples).
       nfe: target steps, ``1 <= nfe < K``.
       tau: a fixed threshold (skips the search); default: searched.
@@ -191,8 +193,7 @@ def calibrate(
       FloatingPointError: the model returned NaN/Inf (names the sample, step, grid index).
       ValueError: bad arguments, or no threshold in [1e-12, 1e12] gives ``nfe`` steps.
     """
-    if not isinstance(grid, NoiseSchedule):
-        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    grid = model_noise_schedule(model, grid)
     nfe = check_nfe(nfe, grid.K - 1)
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {sorted(RULES)}")

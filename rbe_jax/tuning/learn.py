@@ -47,6 +47,7 @@ import numpy as np
 
 from ..core._batch import compute_dtype
 from ..core._progress import progress_reporter
+from ..core.models import model_noise_schedule
 from ..core.noise import NoiseSchedule
 from ..core.sampler import _scan, prepare_denoiser
 from ..core.schedule import Schedule, baseline_schedule, check_nfe, schedule_points, valid_baselines
@@ -162,8 +163,6 @@ class LearnOptions(NamedTuple):
 def _prepare(model, noise_schedule: NoiseSchedule, calib, nfe: int, candidates: Sequence[Schedule], teacher_steps):
     """The public edge: ``(denoiser, teacher)`` after every check of the model, the noise and
     the candidates (the teacher is solved here unless ``calib`` is one)."""
-    if not isinstance(noise_schedule, NoiseSchedule):
-        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
     teacher = calib if isinstance(calib, Teacher) else None
     den, noise = prepare_denoiser(model, calib.noise if teacher is not None else calib, noise_schedule, noise_schedule.lam_range[0])
     if getattr(den, "quantize", False):
@@ -317,7 +316,7 @@ def _learned(noise_schedule: NoiseSchedule, cands: Candidates, start: str, run: 
 
 def learn_schedule(
     model,
-    noise_schedule: NoiseSchedule,
+    noise_schedule: NoiseSchedule | None,
     calib: jax.Array | Teacher,
     nfe: int,
     solver: str | Solver = DEFAULT_SOLVER,
@@ -344,7 +343,8 @@ def learn_schedule(
     Args:
       model: any family and prediction (see :func:`rbe_jax.rbe_sample`); it must accept
         fractional times (not ``as_model(..., quantize=True)``).
-      noise_schedule: the model's noise schedule.
+      noise_schedule: the model's noise schedule (``None``: the one the model carries,
+        ``model.noise_schedule``).
       calib: ``(B, ...)`` standard-normal calibration noise (about a hundred samples; it may
         be sharded), or a :class:`Teacher` of it (one solve serves every solver and NFE).
       nfe: steps (``>= 1``); solver: the solver learned for (a name or :class:`Solver`).
@@ -380,6 +380,7 @@ def learn_schedule(
     t0 = time.perf_counter()
     nfe = check_nfe(nfe, MAX_NFE)
     opts = LearnOptions(get_solver(solver), steps, learning_rate, warmup, batch_size, ball, loss, eval_every, patience, seed, coefficients, guard).check()
+    noise_schedule = model_noise_schedule(model, noise_schedule)
     den, teacher = _prepare(model, noise_schedule, calib, nfe, candidates, teacher_steps)
     fit_rows, held_rows = split(teacher.noise.shape[0], validation)
     cands = score_candidates(den, _candidate_schedules(noise_schedule, nfe, candidates), opts.solver, teacher, fit_rows, held_rows)

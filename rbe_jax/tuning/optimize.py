@@ -35,6 +35,7 @@ import numpy as np
 
 from ..core._batch import compute_dtype
 from ..core._progress import progress_reporter
+from ..core.models import model_noise_schedule
 from ..core.noise import NoiseSchedule
 from ..core.sampler import _scan_jit, prepare_denoiser, rbe_sample
 from ..core.schedule import BASELINES, Schedule, baseline_schedule, check_nfe, grid_indices, grid_schedule, schedule_points, valid_baselines
@@ -228,7 +229,7 @@ def _search(objective: _Objective, starts: dict, full_rmse_cap: float, max_sweep
 
 def optimize_schedule(
     model,
-    grid: NoiseSchedule,
+    grid: NoiseSchedule | None,
     noise: jax.Array,
     nfe: int,
     solver: str | Solver = DEFAULT_SOLVER,
@@ -251,7 +252,8 @@ def optimize_schedule(
     Args:
       model: the model (see :func:`rbe_jax.rbe_sample`).
       grid: the noise schedule whose ``K`` points the steps may use (the model's full
-        training schedule gives the finest placement and the most accurate reference).
+        training schedule gives the finest placement and the most accurate reference;
+        ``None``: the one the model carries, ``model.noise_schedule``).
       noise: ``(B, ...)`` standard-normal calibration noise: hundreds of samples (per-sample
         errors are heavy-tailed); check the result on fresh noise.
       nfe: steps, ``1 <= nfe <= K``; solver: the solver it is made for.
@@ -280,8 +282,7 @@ def optimize_schedule(
       ``held_out``, ``held_out_candidates`` and ``held_out_samples``.
     """
     t0 = time.perf_counter()
-    if not isinstance(grid, NoiseSchedule):
-        raise TypeError(f"grid must be a NoiseSchedule, got {type(grid).__name__}")
+    grid = model_noise_schedule(model, grid)
     nfe, solver = check_nfe(nfe, grid.K), get_solver(solver)
     den, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
     kinds = _check_options(grid, candidates, max_sweeps, trim, full_rmse_cap)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core._batch import compute_dtype
+from ..core.models import model_noise_schedule
 from ..core.noise import NoiseSchedule
 from ..core.sampler import _scan_jit, prepare_denoiser
 from ..core.schedule import Schedule, grid_schedule, schedule_points
@@ -60,7 +61,7 @@ class Teacher(NamedTuple):
         return self._replace(noise=self.noise[rows], x=self.x[rows])
 
 
-def make_teacher(model, noise_schedule: NoiseSchedule, noise: jax.Array, steps: int | None = None) -> Teacher:
+def make_teacher(model, noise_schedule: NoiseSchedule | None, noise: jax.Array, steps: int | None = None) -> Teacher:
     """The :class:`Teacher` of ``noise``: DPM-Solver++(2M) over ``steps`` (default
     ``min(K, 500)``) evenly spaced indices of ``noise_schedule``'s ``K`` grid points, from its
     noisiest point to clean data.  On a 1,000-step training table this agrees with a float64
@@ -68,10 +69,12 @@ def make_teacher(model, noise_schedule: NoiseSchedule, noise: jax.Array, steps: 
 
     Args:
       model: the model (see :func:`rbe_jax.rbe_sample`).
-      noise_schedule: the model's noise schedule (its grid bounds the solve).
+      noise_schedule: the model's noise schedule (its grid bounds the solve; ``None``: the
+        one the model carries, ``model.noise_schedule``).
       noise: ``(B, ...)`` standard-normal noise.
       steps: steps of the solve, ``1 <= steps <= K``.
     """
+    noise_schedule = model_noise_schedule(model, noise_schedule)
     steps = accurate_steps(noise_schedule, steps, "teacher_steps")
     den, noise = prepare_denoiser(model, noise, noise_schedule, grid_schedule(noise_schedule, steps).lam[0])
     return solve_teacher(den, noise_schedule, noise, steps)

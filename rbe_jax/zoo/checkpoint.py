@@ -213,6 +213,9 @@ def load_model_info(path) -> ModelInfo:
     if prediction not in PREDICTIONS:
         raise CheckpointError(f"{cfg_path}: unknown prediction {prediction!r} (expected one of {PREDICTIONS})")
     _check_files(path, d)
+    image_shape = [cfg.image_size, cfg.image_size, cfg.in_channels]
+    if d.get("image_shape", image_shape) != image_shape:
+        raise CheckpointError(f"{cfg_path}: image_shape {d.get('image_shape')!r} does not match the architecture's config {image_shape}")
     return ModelInfo(
         path=path,
         architecture=arch,
@@ -220,26 +223,37 @@ def load_model_info(path) -> ModelInfo:
         noise_schedule=ns,
         noise_schedule_spec=dict(spec),
         prediction=prediction,
-        image_shape=tuple(int(v) for v in d.get("image_shape", [cfg.image_size, cfg.image_size, cfg.in_channels])),
+        image_shape=tuple(image_shape),
         param_count=int(d.get("param_count", -1)),
         meta=dict(d.get("meta") or {}),
     )
 
 
 def _check_files(path: Path, d: dict) -> None:
-    """Every recorded parameter file exists and has its recorded SHA-256."""
+    """The recorded parameter files are exactly the files under ``params/``: each listed one
+    exists inside it and has its recorded SHA-256, and no other file is there (a file that
+    no checksum covers could change the restored weights unseen)."""
     params_dir = path / "params"
     if not params_dir.is_dir():
         raise CheckpointError(f"{path}: missing params/ directory (the Orbax parameter checkpoint)")
     want = d.get("files")
     if not isinstance(want, dict) or not want:
         raise CheckpointError(f"{path / 'config.json'}: no file checksums recorded")
+    root = params_dir.resolve()
     for rel, digest in want.items():
         f = params_dir / rel
+        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts or not f.resolve().is_relative_to(root):
+            raise CheckpointError(f"{path / 'config.json'}: the listed parameter file {rel!r} lies outside {params_dir}")
         if not f.is_file():
             raise CheckpointError(f"{path}: parameter file params/{rel} is missing (truncated copy?)")
-        if sha256_file(f) != digest:
+        if not isinstance(digest, str) or sha256_file(f) != digest:
             raise CheckpointError(f"{path}: parameter file params/{rel} is truncated or corrupted (checksum mismatch)")
+    extra = sorted(str(p.relative_to(params_dir)) for p in params_dir.rglob("*") if (p.is_file() or p.is_symlink()) and str(p.relative_to(params_dir)) not in want)
+    if extra:
+        raise CheckpointError(
+            f"{path}: {len(extra)} file(s) under params/ have no checksum in config.json, e.g. params/{extra[0]} "
+            "(added or replaced after the export?); refusing to load parameters that are not covered"
+        )
 
 
 def _abstract_model(info: ModelInfo):
@@ -317,10 +331,22 @@ def pretrained_path(name: str = "digits") -> Path:
     return PRETRAINED_DIR / name
 
 
-def load_pretrained(name: str = "digits", *, sharding: jax.sharding.Sharding | None = None) -> "UNet":
-    """The shipped model ``name`` (see :data:`PRETRAINED`), ready for ``jax.jit(rbe_sample)``
-    on one device or a batch sharded over a mesh (``sharding``: see :func:`load_model`)."""
-    return load_model(pretrained_path(name), sharding=sharding)
+def load_pretrained(name: str = "digits", *, label=None, guidance: float = 0.0, sharding: jax.sharding.Sharding | None = None):
+    """The shipped model ``name`` (see :data:`PRETRAINED`), ready to sample: the network
+    restored and wrapped with the prediction and the noise schedule it was trained with
+    (``digits_flow`` is a velocity model of a flow process), so every entry point reads its
+    output right; ``model.noise_schedule`` is its training schedule.  The same as
+    :func:`load_denoiser` of a shipped name; :func:`load_model` restores the bare network.
+
+    Args:
+      name: ``"digits"``, ``"digits_cond"`` or ``"digits_flow"``.
+      label, guidance: for ``digits_cond``: the class label(s) and the classifier-free
+        guidance weight (see :func:`load_denoiser`).
+      sharding: where to put the parameters (see :func:`load_model`).
+    Returns:
+      A :class:`rbe_jax.Denoiser` (a pytree: it passes through ``jax.jit(rbe_sample)``).
+    """
+    return load_denoiser(pretrained_path(name), label=label, guidance=guidance, sharding=sharding)
 
 
 def model_info(name_or_path) -> ModelInfo:
@@ -345,7 +371,8 @@ def load_denoiser(name_or_path, *, label=None, guidance: float = 0.0, sharding: 
       sharding: where to put the parameters (see :func:`load_model`).
     Returns:
       A :class:`rbe_jax.core.models.Denoiser` for :func:`rbe_jax.rbe_sample` and the other entry
-      points (its noise schedule: ``model_info(name_or_path).noise_schedule``).
+      points; it carries its training noise schedule (``.noise_schedule``, the same as
+      ``model_info(name_or_path).noise_schedule``).
     Raises:
       ValueError: a label for an unconditional model, a label out of range, or guidance
         without a label.

@@ -59,21 +59,21 @@ def place_model(model, x):
     """
     if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
         return model
+    if len(x.sharding.device_set) < 2 and not x.committed:  # jit places an uncommitted batch next to the model
+        return model
     return place_model_on(model, x.sharding)
 
 
 def place_model_on(model, sharding: jax.sharding.Sharding):
     """``model`` with every committed array that lives elsewhere than ``sharding``'s
-    devices replicated onto them (nothing to do for a single-device ``sharding``)."""
+    devices replicated onto them (moved, for a single-device ``sharding``)."""
     devices = sharding.device_set
-    if len(devices) < 2:
-        return model
     target = None
 
     def move(v):
         nonlocal target
         if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) and v.committed and v.sharding.device_set != devices:
-            target = target or _replicated_like(sharding)
+            target = target or (_replicated_like(sharding) if len(devices) > 1 else jax.sharding.SingleDeviceSharding(next(iter(devices))))
             return jax.device_put(v, target)
         return v
 

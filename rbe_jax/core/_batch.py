@@ -73,7 +73,7 @@ def place_model_on(model, sharding: jax.sharding.Sharding):
     def move(v):
         nonlocal target
         if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) and v.committed and v.sharding.device_set != devices:
-            target = target or (_replicated_like(sharding) if len(devices) > 1 else jax.sharding.SingleDeviceSharding(next(iter(devices))))
+            target = target or _replicated_like(sharding)
             return jax.device_put(v, target)
         return v
 

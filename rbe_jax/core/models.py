@@ -431,7 +431,7 @@ def as_model(
     return Denoiser(net=net, process=noise_schedule.process, prediction=prediction, quantize=bool(quantize), noise_schedule=noise_schedule)
 
 
-def model_noise_schedule(model, noise_schedule: NoiseSchedule | None = None) -> NoiseSchedule:
+def model_noise_schedule(model, noise_schedule: NoiseSchedule | None = None, what: str = "noise_schedule") -> NoiseSchedule:
     """``noise_schedule`` if given, else the one ``model`` carries (a :class:`Denoiser` made
     by :func:`as_model` with ``noise_schedule=``, or loaded by :func:`rbe_jax.load_pretrained`).
 
@@ -443,11 +443,11 @@ def model_noise_schedule(model, noise_schedule: NoiseSchedule | None = None) -> 
         noise_schedule = getattr(model, "noise_schedule", None) if isinstance(model, _InternalForm) else None
         if noise_schedule is None:
             raise ValueError(
-                "noise_schedule is needed: this model carries none (wrap it with R.as_model(fn, ..., noise_schedule=...), "
+                f"{what} is needed: this model carries none (wrap it with R.as_model(fn, ..., noise_schedule=...), "
                 "or load a shipped one with R.load_pretrained)"
             )
     if not isinstance(noise_schedule, NoiseSchedule):
-        raise TypeError(f"noise_schedule must be a NoiseSchedule, got {type(noise_schedule).__name__}")
+        raise TypeError(f"{what} must be a NoiseSchedule, got {type(noise_schedule).__name__}")
     return noise_schedule
 
 

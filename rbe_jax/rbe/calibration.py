@@ -193,7 +193,7 @@ def calibrate(
       FloatingPointError: the model returned NaN/Inf (names the sample, step, grid index).
       ValueError: bad arguments, or no threshold in [1e-12, 1e12] gives ``nfe`` steps.
     """
-    grid = model_noise_schedule(model, grid)
+    grid = model_noise_schedule(model, grid, "grid")
     nfe = check_nfe(nfe, grid.K - 1)
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {sorted(RULES)}")

@@ -282,7 +282,7 @@ def optimize_schedule(
       ``held_out``, ``held_out_candidates`` and ``held_out_samples``.
     """
     t0 = time.perf_counter()
-    grid = model_noise_schedule(model, grid)
+    grid = model_noise_schedule(model, grid, "grid")
     nfe, solver = check_nfe(nfe, grid.K), get_solver(solver)
     den, noise = prepare_denoiser(model, noise, grid, grid.log_snr[-1])
     kinds = _check_options(grid, candidates, max_sweeps, trim, full_rmse_cap)

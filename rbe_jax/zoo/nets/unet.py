@@ -47,16 +47,14 @@ class UNetConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        for name, hi in (("image_size", 4096), ("in_channels", 64), ("base_channels", 4096), ("num_res_blocks", 64), ("attn_heads", 256), ("num_groups", 4096)):
-            v = getattr(self, name)  # bounded: a config read from a file allocates from these
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
-                raise ValueError(f"{name} must be an integer in [1, {hi}], got {v!r}")
+        bounds = dict(image_size=(1, 4096), in_channels=(1, 64), base_channels=(1, 4096), num_res_blocks=(1, 64), attn_heads=(1, 256),
+                      num_groups=(1, 4096), num_train_timesteps=(1, 10**6), num_classes=(0, 10**6))
+        for name, (lo, hi) in bounds.items():  # bounded: a config read from a file allocates from these
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
         if not 1 <= len(self.channel_mults) <= 8 or not all(1 <= m <= 64 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be 1 to 8 integers in [1, 64], got {list(self.channel_mults)}")
-        if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, int) or not 1 <= self.num_train_timesteps <= 10**6:
-            raise ValueError(f"num_train_timesteps must be an integer in [1, 1000000], got {self.num_train_timesteps!r}")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= 10**6:
-            raise ValueError(f"num_classes must be an integer in [0, 1000000], got {self.num_classes!r}")
         down = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % down:
             raise ValueError(f"image_size {self.image_size} must be divisible by {down} for {len(self.channel_mults)} levels")

@@ -394,9 +394,12 @@ def unipc(lower_order_final: bool = False, corrector: bool = True) -> Solver:
     def step(state: MultistepState, x, pred: Prediction, times: StepTimes):
         x0 = pred.x0  # at the predicted (uncorrected) point: kept in the history
         lam = times.lam
+        lam_now = jnp.where(jnp.isfinite(lam), lam, 0.0)  # a finite stand-in at pure noise
         m0, m1 = state.x0s[0], state.x0s[1]
         if corrector:  # UniC: correct x from the previous point, with the new x0
-            _, l1, l2 = _history(state, lam)
+            # stand-ins below lam_now, never lam: at pure noise -inf - (-inf) would make the
+            # unused order-2 branch NaN, and its zero cotangent times NaN a NaN gradient
+            _, l1, l2 = _history(state, lam_now)
             h = jnp.where(state.done > 0, lam - state.lams[0], 1.0)  # +inf after a step out of pure noise
             em1, b1, b2 = _unipc_kernel(h)
             h = jnp.where(jnp.isfinite(h), h, 1.0)
@@ -408,7 +411,6 @@ def unipc(lower_order_final: bool = False, corrector: bool = True) -> Solver:
             two = base - times.alpha * em1 * (rho0 * _safe_div(m1 - m0, r) + rho1 * d1_t)
             corrected = jnp.where(state.order_prev >= 2, two, one)
             x = jnp.where(state.done > 0, corrected, x)
-        lam_now = jnp.where(jnp.isfinite(lam), lam, 0.0)
         n, l1, _ = _history(state, lam_now)
         k = _step_order(2, n, times, lower_order_final)
         h = jnp.where(k > 1, times.lam_next - lam_now, 1.0)

@@ -38,7 +38,7 @@ def test_interrupted_job_resumes_to_identical_files(tmp_path, setup):
     sample_job(gm, sched, 10, 4, tmp_path / "full", image_shape=(4,), progress=False)
     part = tmp_path / "part"
     sample_job(gm, sched, 10, 4, part, image_shape=(4,), progress=False, stop_after=1)
-    assert sorted(p.name for p in part.iterdir()) == ["manifest.json", "shard_00000.npz"]
+    assert sorted(p.name for p in part.iterdir()) == [".rbe_jax.lock", "manifest.json", "shard_00000.npz"]  # the lock file stays (empty)
     (part / ".shard_00001.npz.k3x9_q.tmp").write_bytes(b"half a shard")  # killed mid-write (atomic_write's name)
     written = []
     sample_job(gm, sched, 10, 4, part, image_shape=(4,), progress=False, on_shard=written.append)

@@ -258,8 +258,45 @@ def _check_output(path, option: str, suffixes: tuple[str, ...]) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise CLIError(f"{option} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CLIError(f"{option} {path}: {parent} is not writable")
+    _probe(parent, option, path)
+    return p
+
+
+def _probe(directory: Path, option: str, path) -> None:
+    """A real write in ``directory`` before any model call (see ``probe_writable``)."""
+    from ..core._io import probe_writable
+
+    try:
+        probe_writable(directory)
+    except OSError as e:
+        raise CLIError(f"{option} {path}: {e}") from None
+
+
+def _check_out_dir(path) -> Path:
+    """``--out-dir``: a directory (made now, with its parents) that a file can be written in."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"--out-dir {path}: is a file")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--out-dir {path}: cannot be created: {e.strerror or e}") from None
+    _probe(p, "--out-dir", path)
+    return p
+
+
+def _check_export(path) -> Path:
+    """``train --export``: refused before training if it is an existing directory that is not
+    an exported model, or if its parent cannot be written."""
+    from ..zoo.checkpoint import is_model_dir
+
+    p = Path(path)
+    if p.exists() and not (p.is_dir() and is_model_dir(p)):
+        raise CLIError(f"--export {path}: exists and is not an rbe_jax model directory: refusing to replace it")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    _probe(parent, "--export", path)
     return p
 
 
@@ -320,8 +357,7 @@ def cmd_sample(args) -> int:
 
     t0 = time.perf_counter()
     if args.out_dir:
-        if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-            raise CLIError(f"--out-dir {args.out_dir}: is a file")
+        _check_out_dir(args.out_dir)
     else:
         out = _check_output(args.out, "--out", IMAGE_SUFFIXES)
         npz = _check_output(args.npz, "--npz", (".npz",)) if args.npz else None
@@ -436,6 +472,8 @@ def cmd_train(args) -> int:
     from ..zoo.nets.unet import UNet, UNetConfig
     from ..zoo.train import TrainConfig, train
 
+    if args.export:
+        _check_export(args.export)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, objective=args.objective)
     ucfg = UNetConfig(base_channels=args.base_channels, num_classes=10 if args.conditional else 0)
     images, labels = load_digits(ucfg.image_size)
@@ -501,5 +539,18 @@ def main(argv=None) -> int:
         return 130
 
 
+def console_main() -> None:
+    """The ``rbe-jax`` console script: :func:`main`, then exit.  After an interrupt it
+    flushes its output and leaves with ``os._exit(130)``: a regular exit would finalize the
+    interpreter while XLA's threads may still run the interrupted computation, which can
+    end in a segmentation fault instead of status 130."""
+    rc = main()
+    if rc == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

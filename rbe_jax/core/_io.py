@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_json", "atomic_write", "atomic_write_all", "temporary_sibling", "write_json", "npz_bytes", "sha256_bytes", "sha256_file", "TMP_SUFFIX"]
+__all__ = ["read_json", "atomic_write", "atomic_write_all", "temporary_sibling", "write_json", "npz_bytes", "sha256_bytes", "sha256_file", "TMP_SUFFIX", "probe_writable"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -54,6 +54,22 @@ def temporary_sibling(path) -> Path:
     os.close(fd)
     os.chmod(tmp, _new_file_mode())
     return Path(tmp)
+
+
+def probe_writable(directory) -> None:
+    """Creates and removes one temporary file in ``directory`` (an existing directory), the
+    only check that holds for root, read-only mounts and pseudo file systems such as
+    ``/proc`` alike (``os.access`` answers yes to root on a read-only directory).
+
+    Raises:
+      OSError: nothing can be written there; the message names the directory.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rbe_jax-probe.", suffix=TMP_SUFFIX, dir=directory)
+    except OSError as e:
+        raise OSError(f"{directory} is not writable: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write(path, data: bytes | str) -> Path:

@@ -127,7 +127,7 @@ def save_model(
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    if path.exists() and not _is_model_dir(path):
+    if path.exists() and not is_model_dir(path):
         raise FileExistsError(f"{path} exists and is not an rbe_jax model directory (no config.json of format {FORMAT!r}): refusing to replace it")
     noise_schedule_from_spec(noise_schedule_spec)  # validates
     if prediction not in PREDICTIONS:
@@ -174,7 +174,7 @@ def save_model(
     return path
 
 
-def _is_model_dir(path: Path) -> bool:
+def is_model_dir(path: Path) -> bool:
     """Whether ``path`` is a directory written by :func:`save_model` (its ``config.json``
     names our format); only such a directory may be replaced."""
     try:

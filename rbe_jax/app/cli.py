@@ -253,13 +253,19 @@ def _check_output(path, option: str, suffixes: tuple[str, ...]) -> Path:
         raise CLIError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
     if p.is_dir():
         raise CLIError(f"{option} {path}: is a directory")
-    parent = p.parent.absolute()
+    _check_parent(p, option)
+    return p
+
+
+def _check_parent(path: Path, option: str) -> None:
+    """The nearest existing ancestor of ``path`` is a directory that a file can be written in
+    (missing parent directories are created on write)."""
+    parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise CLIError(f"{option} {path}: {parent} is not a directory")
     _probe(parent, option, path)
-    return p
 
 
 def _probe(directory: Path, option: str, path) -> None:
@@ -288,15 +294,14 @@ def _check_out_dir(path) -> Path:
 def _check_export(path) -> Path:
     """``train --export``: refused before training if it is an existing directory that is not
     an exported model, or if its parent cannot be written."""
-    from ..zoo.checkpoint import is_model_dir
+    from ..zoo.checkpoint import check_replaceable
 
     p = Path(path)
-    if p.exists() and not (p.is_dir() and is_model_dir(p)):
-        raise CLIError(f"--export {path}: exists and is not an rbe_jax model directory: refusing to replace it")
-    parent = p.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    _probe(parent, "--export", path)
+    try:
+        check_replaceable(p)
+    except FileExistsError as e:
+        raise CLIError(f"--export: {e}") from None
+    _check_parent(p, "--export")
     return p
 
 

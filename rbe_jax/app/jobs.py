@@ -175,13 +175,12 @@ def model_fingerprint(model) -> str:
 
 
 def _resume(out: Path, job: dict) -> dict[str, dict]:
-    """Prepares ``out`` for ``job`` and returns the records of the shards already written
+    """Prepares ``out`` (made by :func:`_lock`) for ``job`` and returns the records of the shards already written
     (those whose files match their checksums); stale temporary files are removed.
 
     Raises:
       JobError: ``out`` holds another job.
     """
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*" + TMP_SUFFIX):  # a shard or manifest of ours cut off mid-write
         if _STALE.fullmatch(stale.name):  # never a file the job did not name itself
             stale.unlink()

@@ -127,8 +127,7 @@ def save_model(
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    if path.exists() and not is_model_dir(path):
-        raise FileExistsError(f"{path} exists and is not an rbe_jax model directory (no config.json of format {FORMAT!r}): refusing to replace it")
+    check_replaceable(path)
     noise_schedule_from_spec(noise_schedule_spec)  # validates
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -174,9 +173,19 @@ def save_model(
     return path
 
 
-def is_model_dir(path: Path) -> bool:
-    """Whether ``path`` is a directory written by :func:`save_model` (its ``config.json``
-    names our format); only such a directory may be replaced."""
+def check_replaceable(path) -> None:
+    """Refuses a ``path`` that :func:`save_model` may not replace: anything that exists and is
+    not a directory it wrote (its ``config.json`` names our format).
+
+    Raises:
+      FileExistsError: naming the path.
+    """
+    path = Path(path)
+    if path.exists() and not _is_model_dir(path):
+        raise FileExistsError(f"{path} exists and is not an rbe_jax model directory (no config.json of format {FORMAT!r}): refusing to replace it")
+
+
+def _is_model_dir(path: Path) -> bool:
     try:
         with open(path / "config.json") as f:
             return path.is_dir() and json.load(f).get("format") == FORMAT
